@@ -1,0 +1,1 @@
+"""PyTorch utilities: ops with reference paths, persistence, misc helpers, training statistics."""
