@@ -3,6 +3,9 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 _BLOCK_BUILD_TOOLS = """
 import builtins, sys
@@ -24,7 +27,7 @@ print('ok', tuple(y.shape), tuple(z.shape))
 
 
 def test_import_without_gpu_ninja_or_nvcc(tmp_path):
-    env = dict(os.environ, PATH=str(tmp_path), CUDA_VISIBLE_DEVICES='', PYTHONPATH=os.getcwd())
+    env = dict(os.environ, PATH=str(tmp_path), CUDA_VISIBLE_DEVICES='', PYTHONPATH=str(REPO))
     result = subprocess.run([sys.executable, '-c', _BLOCK_BUILD_TOOLS], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == 'ok (2, 3, 8, 8) (2, 3, 16, 16)'
