@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One GPU session, run once (15 min of device time in all): build and check the fused ops against the
+# reference, run the GPU tests, time training, and train a short fp16 run whose snapshot comes back to $OUT.
+#   bash bench/device_check.sh        (on a CUDA machine; results and logs under $OUT)
+set -u
+OUT=${OUT:-/tmp/spinegan_device}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 SPINEGAN_OPS_CACHE_DIR=/tmp/spinegan_ops MAX_JOBS=16
+step() { echo; echo "=== $1"; }
+
+step 'machine'
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
+
+step 'fused ops: build, accuracy, timing'
+timeout 300 python3 bench/gpu_ops_check.py 2>&1 | tee "$OUT/gpu_ops_check.log"
+
+step 'GPU tests'
+timeout 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests/torch_utils 2>&1 | tail -4 | tee "$OUT/gpu_tests.log"
+
+step 'training speed (sec/kimg)'
+for args in '--cfg cpu --res 32 --batch 16' '--cfg paper256 --res 64 --batch 32' '--cfg paper256 --res 256 --batch 32'; do
+    timeout 120 python3 bench/train_speed.py --device cuda --steps 10 --warmup 3 $args 2>&1 | tail -3 | tee -a "$OUT/train_speed.log"
+done
+
+step 'short conditional fp16 training run'
+timeout 60 python3 dataset_tool.py --source phantom:512 --resolution 64 --dest /tmp/phantom64.zip 2>&1 | tail -4
+timeout 150 python3 train.py --outdir /tmp/runs --data /tmp/phantom64.zip --cfg cpu --cond 1 --aug ada \
+    --kimg 2 --tick 0.5 --snap 2 --device cuda --workers 2 2>&1 | grep -v Warning | tail -12 | tee "$OUT/train.log"
+run_dir=$(ls -d /tmp/runs/0* | tail -1)
+cp "$run_dir"/stats.jsonl "$run_dir"/fakes*.png "$OUT"/ 2>/dev/null
+snapshot=$(ls "$run_dir"/network-snapshot-*.pkl | tail -1)
+cp "$snapshot" "$OUT/gpu_snapshot.pkl"
+timeout 60 python3 generate.py --network "$snapshot" --seeds 0-7 --class abnormal --grid --outdir "$OUT/gen" 2>&1 | tail -2
+ls -la "$OUT"

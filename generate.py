@@ -1,0 +1,253 @@
+"""Generate images (one PNG per seed, or one grid) from a network snapshot, on CPU or CUDA.
+
+Examples:
+    python generate.py --network=runs/00000-x/network-snapshot-000100.pkl --seeds=0-7 --outdir=out
+    python generate.py --network=snap.pkl --seeds=0-15 --class=2 --grid --outdir=out
+    python generate.py --network=snap.pkl --seeds=0-3 --class=0,1,0,0,1,0,0,0 --outdir=out   # multi-label
+"""
+
+import json
+import math
+import os
+import pickle
+import re
+import zipfile
+
+import click
+import numpy as np
+import PIL.Image
+import torch
+
+import dnnlib
+
+# ----------------------------------------------------------------------------
+# "0-7,10" -> [0, 1, ..., 7, 10].
+
+
+def parse_range(text):
+    values = []
+    for part in text.split(','):
+        match = re.fullmatch(r'\s*(\d+)\s*(?:-\s*(\d+)\s*)?', part)
+        if match is None:
+            raise click.BadParameter(f'{text!r} is not a list of ints or ranges like 0-7,10', param_hint='--seeds')
+        lo, hi = int(match.group(1)), int(match.group(2) or match.group(1))
+        if hi < lo:
+            raise click.BadParameter(f'range {part.strip()!r} is empty', param_hint='--seeds')
+        values += range(lo, hi + 1)
+    return values
+
+
+# ----------------------------------------------------------------------------
+# Snapshot loading: G_ema on the device, plus the class names the model was trained with (if known).
+
+
+def load_network(network_pkl, device):
+    try:
+        with dnnlib.util.open_url(network_pkl, verbose=False) as f:
+            data = pickle.load(f)
+    except (OSError, pickle.UnpicklingError, EOFError) as err:
+        raise click.BadParameter(f'{network_pkl}: cannot load ({err})', param_hint='--network') from None
+    if not isinstance(data, dict) or 'G_ema' not in data:
+        raise click.BadParameter(f'{network_pkl}: not a network snapshot (no G_ema)', param_hint='--network')
+    G = data['G_ema'].eval().requires_grad_(False).to(device)
+    return G, data
+
+
+def snapshot_class_names(data):
+    """class_names stored with the snapshot, else read from the training set's dataset.json, else None."""
+    names = (data.get('dataset_info') or {}).get('class_names')
+    if names is not None:
+        return list(names)
+    path = (data.get('training_set_kwargs') or {}).get('path')
+    try:
+        if path and os.path.isdir(path):
+            with open(os.path.join(path, 'dataset.json')) as f:
+                return json.load(f).get('class_names')
+        if path and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z, z.open('dataset.json') as f:
+                return json.load(f).get('class_names')
+    except (OSError, KeyError, ValueError):
+        pass
+    return None
+
+
+# ----------------------------------------------------------------------------
+# --class: an index ("3"), a label vector ("0,1,0,1"), or a class name (via clinical.labels when present).
+
+
+def make_label(class_spec, c_dim, class_names):
+    if c_dim == 0:
+        if class_spec is not None:
+            raise click.BadParameter('the network is unconditional; omit it', param_hint='--class')
+        return np.zeros([0], dtype=np.float32)
+    if class_spec is None:
+        raise click.BadParameter(
+            f'the network is conditional (c_dim={c_dim}); give an index or name', param_hint='--class'
+        )
+    class_spec = class_spec.strip()
+    if re.fullmatch(r'\d+', class_spec):
+        return one_hot(int(class_spec), c_dim)
+    if re.fullmatch(r'[-+.\deE]+(,[-+.\deE]+)+', class_spec):
+        try:
+            vector = np.array([float(v) for v in class_spec.split(',')], dtype=np.float32)
+        except ValueError:
+            raise click.BadParameter(
+                f'{class_spec!r} is not a comma-separated label vector', param_hint='--class'
+            ) from None
+        return check_vector(vector, c_dim)
+    return check_vector(resolve_class_names(class_spec, class_names), c_dim)
+
+
+def one_hot(index, c_dim):
+    if not 0 <= index < c_dim:
+        raise click.BadParameter(f'class index {index} out of range [0, {c_dim - 1}]', param_hint='--class')
+    label = np.zeros([c_dim], dtype=np.float32)
+    label[index] = 1
+    return label
+
+
+def check_vector(vector, c_dim):
+    if vector.size != c_dim:
+        raise click.BadParameter(f'label vector has {vector.size} entries, network needs {c_dim}', param_hint='--class')
+    return vector
+
+
+def resolve_class_names(spec, class_names):
+    """Name(s) -> label vector, via clinical.labels.resolve_class when available (aliases, multi-hot lists)."""
+    if not class_names:
+        raise click.BadParameter(
+            f'{spec!r}: no class names stored with this snapshot; use an index', param_hint='--class'
+        )
+    try:
+        from clinical import labels as clinical_labels  # Upper layer; optional hook for schema-aware names.
+    except ImportError:
+        clinical_labels = None
+    if clinical_labels is not None and hasattr(clinical_labels, 'resolve_class'):
+        try:
+            return np.asarray(clinical_labels.resolve_class(spec, class_names), dtype=np.float32).ravel()
+        except (ValueError, KeyError) as err:
+            raise click.BadParameter(str(err), param_hint='--class') from None
+    lowered = [str(name).lower() for name in class_names]
+    if spec.lower() not in lowered:
+        raise click.BadParameter(f'unknown class {spec!r}; known: {", ".join(class_names)}', param_hint='--class')
+    return one_hot(lowered.index(spec.lower()), len(class_names))
+
+
+# ----------------------------------------------------------------------------
+# Images: z from RandomState(seed) per seed, so results do not depend on the batch size.
+
+
+def generate_images(G, seeds, label, truncation_psi=1, noise_mode='const', batch_size=16, device='cpu'):
+    """Returns uint8 images [N, H, W, C], one per seed.
+
+    Example:
+        >>> images = generate_images(G, [0, 1], np.zeros([G.c_dim], np.float32))  # doctest: +SKIP
+    """
+    device = torch.device(device)
+    z = np.stack([np.random.RandomState(seed).randn(G.z_dim) for seed in seeds]).astype(np.float32)
+    c = np.broadcast_to(label, [len(seeds), G.c_dim]).astype(np.float32)
+    if noise_mode == 'random':
+        batch_size = 1  # Per-seed noise: seed torch per image.
+    images = []
+    with torch.no_grad():
+        for start in range(0, len(seeds), batch_size):
+            if noise_mode == 'random':
+                torch.manual_seed(seeds[start])
+            z_batch = torch.from_numpy(z[start : start + batch_size]).to(device)
+            c_batch = torch.from_numpy(c[start : start + batch_size]).to(device)
+            img = G(
+                z_batch, c_batch, truncation_psi=truncation_psi, noise_mode=noise_mode, force_fp32=device.type == 'cpu'
+            )
+            img = (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+            images.append(img.cpu().numpy())
+    return np.concatenate(images)
+
+
+def to_pil(image):
+    return PIL.Image.fromarray(image[:, :, 0], 'L') if image.shape[2] == 1 else PIL.Image.fromarray(image, 'RGB')
+
+
+def save_png(image, path):
+    with dnnlib.util.atomic_write(path, 'wb') as f:
+        to_pil(image).save(f, format='PNG')
+
+
+def tile_grid(images):
+    """[N, H, W, C] -> [rows*H, cols*W, C] with cols = ceil(sqrt(N)); empty cells stay black."""
+    n, h, w, ch = images.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    padded = np.zeros([rows * cols, h, w, ch], dtype=images.dtype)
+    padded[:n] = images
+    return padded.reshape(rows, cols, h, w, ch).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, ch)
+
+
+# ----------------------------------------------------------------------------
+# Command line.
+
+
+@click.command(context_settings=dict(max_content_width=120))
+@click.option('--network', 'network_pkl', help='Network pickle (path or URL)', metavar='PKL', type=str, required=True)
+@click.option('--seeds', help='Seeds, e.g. 0-7,10', metavar='LIST', type=str, required=True)
+@click.option(
+    '--trunc', 'truncation_psi', help='Truncation psi', metavar='FLOAT', type=float, default=1, show_default=True
+)
+@click.option(
+    '--class',
+    'class_spec',
+    help='Class index, label vector (0,1,0,...) or class name',
+    metavar='IDX|VEC|NAME',
+    type=str,
+)
+@click.option(
+    '--noise-mode',
+    help='Noise mode',
+    type=click.Choice(['const', 'random', 'none']),
+    default='const',
+    show_default=True,
+)
+@click.option('--outdir', help='Where to save the output images', metavar='DIR', type=str, required=True)
+@click.option('--grid', help='Write one grid.png instead of one PNG per seed', is_flag=True)
+@click.option(
+    '--batch',
+    help='Images per forward pass (does not change the images)',
+    metavar='INT',
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+)
+@click.option(
+    '--device', help='Device kind', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True
+)
+def main(network_pkl, seeds, truncation_psi, class_spec, noise_mode, outdir, grid, batch, device):
+    """Generate images using a pretrained network pickle.
+
+    \b
+    Example:
+    python generate.py --network=snap.pkl --seeds=0-15 --grid --outdir=out
+    """
+    seeds = parse_range(seeds)
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if device == 'cuda' and not torch.cuda.is_available():
+        raise click.BadParameter('CUDA is not available on this machine', param_hint='--device')
+    print(f'Loading networks from "{network_pkl}"...')
+    G, data = load_network(network_pkl, torch.device(device))
+    label = make_label(class_spec, G.c_dim, snapshot_class_names(data))
+    images = generate_images(G, seeds, label, truncation_psi, noise_mode, batch, device)
+    os.makedirs(outdir, exist_ok=True)
+    if grid:
+        save_png(tile_grid(images), os.path.join(outdir, 'grid.png'))
+        print(f'Wrote {os.path.join(outdir, "grid.png")} ({len(seeds)} images)')
+        return
+    for seed, image in zip(seeds, images):
+        save_png(image, os.path.join(outdir, f'seed{seed:04d}.png'))
+    print(f'Wrote {len(seeds)} images to {outdir}')
+
+
+# ----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    main()
+
+# ----------------------------------------------------------------------------

@@ -1,0 +1,301 @@
+"""dataset_tool.py end to end: VinDr trees, folders, datasets, phantoms, previews, and one-line errors."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+from click.testing import CliRunner
+
+import dataset_tool
+from clinical.dicom_io import write_dicom
+from clinical.labels import SCHEMAS, label_for_image
+from clinical.phantom import make_phantom
+from training.dataset import ImageFolderDataset
+
+REPO = Path(__file__).resolve().parents[1]
+KERMANY = REPO / '..' / 'shared' / 'data' / 'kermany-cxr-256'
+HEADER = ['study_id', 'series_id', 'image_id', 'rad_id', 'lesion_type', 'xmin', 'ymin', 'xmax', 'ymax']
+
+# image_id, rows of lesion types, DICOM storage variant.
+VINDR_IMAGES = [
+    ('n1', ['No finding'], dict(photometric='MONOCHROME2', bits_stored=12, voi='window')),
+    ('n2', ['No finding'], dict(photometric='MONOCHROME1', bits_stored=16, voi='lut')),
+    ('a1', ['Osteophytes'], dict(photometric='MONOCHROME1', bits_stored=12, voi='none')),
+    ('a2', ['Disc space narrowing'] * 2, dict(photometric='MONOCHROME2', bits_stored=16, rescale=(1.0, -10.0))),
+    ('m1', ['Osteophytes', 'Surgical implant'], dict(photometric='MONOCHROME1', bits_stored=16, voi='window')),
+    ('bad', ['No finding'], None),  # Corrupt file.
+]
+
+
+def film(h=80, w=64):
+    """Portrait film: background 0.2, bright 'bone' block 0.8 in the centre."""
+    image = np.full((h, w), 0.2, dtype=np.float32)
+    image[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 0.8
+    return image
+
+
+@pytest.fixture(scope='module')
+def vindr_root(tmp_path_factory):
+    pytest.importorskip('pydicom')
+    root = tmp_path_factory.mktemp('vindr')
+    (root / 'train_images').mkdir()
+    (root / 'annotations').mkdir()
+    rows = []
+    for image_id, lesions, variant in VINDR_IMAGES:
+        path = root / 'train_images' / f'{image_id}.dicom'
+        if variant is None:
+            path.write_bytes(b'\0' * 128 + b'DICM' + b'garbage' * 10)
+        else:
+            write_dicom(str(path), film(), value_range=(0.05, 0.8), **variant)
+        for lesion in lesions:
+            box = ['', '', '', ''] if lesion == 'No finding' else ['10', '20', '30', '40']
+            rows.append(['st', 'se', image_id, 'rad1', lesion, *box])
+    write_dicom(str(root / 'train_images' / 'extra.dicom'), film())  # In the folder but not in the CSV.
+    with open(root / 'annotations' / 'train.csv', 'w', newline='') as f:
+        csv.writer(f).writerows([HEADER, *rows])
+    return root
+
+
+def run(*args):
+    result = CliRunner().invoke(dataset_tool.main, [str(a) for a in args])
+    assert 'Traceback' not in result.output
+    return result
+
+
+def read_zip(path):
+    with zipfile.ZipFile(path) as z:
+        meta = json.loads(z.read('dataset.json'))
+        images = {name: np.asarray(PIL.Image.open(z.open(name))) for name, _label in meta['labels'] or []}
+    return meta, images
+
+
+def leftovers(folder):
+    return [name for name in os.listdir(folder) if name.endswith('.tmp') or name.startswith('.')]
+
+
+# ----------------------------------------------------------------------------
+# VinDr-SpineXR trees.
+
+
+def test_vindr_corrupt_file_fails_by_default_naming_it(vindr_root, tmp_path):
+    result = run('--source', f'vindr:{vindr_root}', '--dest', tmp_path / 'out.zip', '--resolution', 32)
+    assert result.exit_code == 2
+    assert 'bad.dicom' in result.output and '--on-error skip' in result.output
+    assert os.listdir(tmp_path) == []  # No partial zip, no temp file.
+
+
+def test_vindr_abnormal_skip_polarity_and_loader(vindr_root, tmp_path):
+    dest = tmp_path / 'abnormal.zip'
+    result = run('--source', f'vindr:{vindr_root}', '--dest', dest, '--resolution', 32, '--on-error', 'skip')
+    assert result.exit_code == 0, result.output
+    meta, images = read_zip(dest)
+    assert [label for _name, label in meta['labels']] == [0, 0, 1, 1, 1]  # a1 has one row and is abnormal.
+    assert meta['class_names'] == ['normal', 'abnormal'] and meta['label_schema'] == 'abnormal'
+    assert 'bad.dicom' in result.output and 'undecodable' in result.output
+    assert 'extra.dicom: no rows' in result.output and 'Skipped 2 images' in result.output
+    assert 'normal 2, abnormal 3' in result.output
+    for pixels in images.values():  # Bone brighter than background, MONOCHROME1 and 2 alike.
+        assert pixels.shape == (32, 32) and pixels.dtype == np.uint8
+        assert pixels[12:20, 12:20].mean() > pixels[:, :3].mean() + 100
+    dataset = ImageFolderDataset(str(dest), use_labels=True)
+    assert len(dataset) == 5 and dataset.label_dim == 2 and dataset.resolution == 32
+
+
+@pytest.mark.parametrize(
+    'labels, policy, expected, dim',
+    [
+        ('lesion', 'drop', [0, 0, 3, 1], 8),
+        ('lesion', 'first', [0, 0, 3, 1, 3], 8),
+        ('lesion-multi', 'drop', None, 8),
+    ],
+)
+def test_vindr_lesion_modes(vindr_root, tmp_path, labels, policy, expected, dim):
+    dest = tmp_path / 'lesion.zip'
+    args = ['--labels', labels, '--multi-lesion', policy, '--on-error', 'skip', '--resolution', 16]
+    result = run('--source', f'vindr:{vindr_root}', '--dest', dest, *args)
+    assert result.exit_code == 0, result.output
+    meta, _images = read_zip(dest)
+    got = [label for _name, label in meta['labels']]
+    if labels == 'lesion-multi':
+        assert got[4] == [0, 0, 0, 1, 0, 1, 0, 0] and got[0] == [1] + [0] * 7 and got[3][1] == 1
+    else:
+        assert got == expected
+    if policy == 'drop' and labels == 'lesion':
+        assert 'm1: several lesion types' in result.output
+    assert meta['class_names'] == SCHEMAS[labels]
+    assert ImageFolderDataset(str(dest), use_labels=True).label_dim == dim
+
+
+def test_vindr_multi_lesion_error_names_the_image(vindr_root, tmp_path):
+    result = run(
+        '--source', f'vindr:{vindr_root}', '--dest', tmp_path / 'x.zip', '--labels', 'lesion', '--multi-lesion', 'error'
+    )
+    assert result.exit_code == 2 and 'm1' in result.output and os.listdir(tmp_path) == []
+
+
+def test_phantom_vindr_tree_round_trip(tmp_path):
+    pytest.importorskip('pydicom')
+    tree = tmp_path / 'tree'
+    result = run('--source', 'phantom:12', '--dest', tree, '--vindr-tree', '--resolution', 64, '--seed', 4)
+    assert result.exit_code == 0, result.output
+    assert len(os.listdir(tree / 'train_images')) == 12
+    dest = tmp_path / 'from-tree.zip'
+    args = ['--transform', 'pad-to-square', '--labels', 'abnormal', '--resolution', 32]
+    result = run('--source', f'vindr:{tree}', '--dest', dest, *args)
+    assert result.exit_code == 0, result.output
+    meta, images = read_zip(dest)
+    truth = [label_for_image(make_phantom(4, i, (80, 64)).lesion_types, 'abnormal') for i in range(12)]
+    assert [label for _name, label in meta['labels']] == truth
+    rerun = run('--source', 'phantom:3', '--dest', tree, '--vindr-tree')
+    assert rerun.exit_code == 2 and 'already exists' in rerun.output
+
+
+# ----------------------------------------------------------------------------
+# Folders, existing datasets, phantoms.
+
+
+@pytest.mark.skipif(not KERMANY.is_dir(), reason='../shared/data/kermany-cxr-256 is not present on this machine')
+def test_kermany_folder_with_labels_csv(tmp_path):
+    dest = tmp_path / 'cxr-64.zip'
+    result = run('--source', KERMANY, '--dest', dest, '--resolution', 64)
+    assert result.exit_code == 0, result.output
+    assert 'Wrote 1250 images' in result.output and 'normal 319, pneumonia 931' in result.output
+    dataset = ImageFolderDataset(str(dest), use_labels=True)
+    assert len(dataset) == 1250 and dataset.resolution == 64 and dataset.num_channels == 1
+    assert dataset.class_names == ['normal', 'pneumonia']
+    assert dataset.label_counts().tolist() == [319, 931]
+
+
+def test_folder_per_class_with_16_bit_png_jpeg_and_dicom(tmp_path):
+    pytest.importorskip('pydicom')
+    src = tmp_path / 'src'
+    (src / 'healthy').mkdir(parents=True)
+    (src / 'sick').mkdir()
+    ramp = np.tile(np.linspace(0, 65535, 64), (64, 1)).astype(np.uint16)
+    PIL.Image.fromarray(ramp).save(src / 'healthy' / 'ramp16.png')
+    PIL.Image.fromarray((film(64, 64) * 255).astype(np.uint8)).save(src / 'healthy' / 'film.jpg', quality=95)
+    write_dicom(str(src / 'sick' / 'film.dcm'), film(96, 64), photometric='MONOCHROME1', voi='window')
+    dest = tmp_path / 'out'
+    result = run('--source', src, '--dest', dest, '--resolution', 32, '--resample', 'area')
+    assert result.exit_code == 0, result.output
+    meta = json.loads((dest / 'dataset.json').read_text())
+    assert meta['class_names'] == ['healthy', 'sick'] and [y for _f, y in meta['labels']] == [0, 0, 1]
+    ramp8 = np.asarray(PIL.Image.open(dest / meta['labels'][1][0])).astype(int)
+    assert abs(ramp8[:, 16].mean() - 128) < 8  # Float scaling, not truncation to the low byte.
+    assert np.all(np.diff(ramp8[16]) >= 0) and ramp8[16, -1] > 245
+    sick = np.asarray(PIL.Image.open(dest / meta['labels'][2][0])).astype(int)
+    assert sick[12:20, 12:20].mean() > sick[:, :3].mean() + 100
+    assert ImageFolderDataset(str(dest), use_labels=True).label_dim == 2
+
+
+def test_labels_csv_with_string_labels_and_columns(tmp_path):
+    src = tmp_path / 'src'
+    src.mkdir()
+    for i in range(4):
+        PIL.Image.fromarray(np.full((40, 60), 60 * i, np.uint8)).save(src / f'{i}.png')
+    (src / 'labels.csv').write_text('path,finding\n0.png,cyst\n1.png,none\n2.png,cyst\n3.png,none\n')
+    dest = tmp_path / 'o.zip'
+    result = run(
+        '--source', src, '--dest', dest, '--resolution', 8, '--file-column', 'path', '--label-column', 'finding'
+    )
+    assert result.exit_code == 0, result.output
+    meta, _ = read_zip(dest)
+    assert meta['class_names'] == ['cyst', 'none'] and [y for _f, y in meta['labels']] == [0, 1, 0, 1]
+
+
+def test_pad_to_square_keeps_the_whole_film(tmp_path):
+    src = tmp_path / 'src'
+    src.mkdir()
+    PIL.Image.fromarray(np.full((64, 32), 255, np.uint8)).save(src / 'tall.png')
+    for transform, black_columns in (('pad-to-square', True), ('center-crop', False)):
+        dest = tmp_path / f'{transform}.zip'
+        assert run('--source', src, '--dest', dest, '--resolution', 16, '--transform', transform).exit_code == 0
+        _meta, images = read_zip_unlabelled(dest)
+        pixels = next(iter(images.values()))
+        assert (pixels[:, 0].max() < 10) == black_columns and pixels[:, 8].min() > 245
+
+
+def read_zip_unlabelled(path):
+    with zipfile.ZipFile(path) as z:
+        names = [n for n in z.namelist() if n.endswith('.png')]
+        return json.loads(z.read('dataset.json')), {n: np.asarray(PIL.Image.open(z.open(n))) for n in names}
+
+
+def test_phantom_lesion_multi_then_relabel_resize_subset(tmp_path):
+    multi = tmp_path / 'multi.zip'
+    result = run('--source', 'phantom:24', '--dest', multi, '--resolution', 32, '--labels', 'lesion-multi', '--seed', 2)
+    assert result.exit_code == 0, result.output
+    meta, _ = read_zip(multi)
+    truth = [label_for_image(make_phantom(2, i, 32).lesion_types, 'lesion-multi') for i in range(24)]
+    assert [y for _f, y in meta['labels']] == truth
+    small = tmp_path / 'small.zip'
+    result = run('--source', multi, '--dest', small, '--resolution', 16, '--labels', 'abnormal', '--max-images', 10)
+    assert result.exit_code == 0, result.output
+    meta, images = read_zip(small)
+    assert [y for _f, y in meta['labels']] == [int(v[0] == 0) for v in truth[:10]]
+    assert all(im.shape == (16, 16) for im in images.values()) and meta['class_names'] == ['normal', 'abnormal']
+    bad = run('--source', small, '--dest', tmp_path / 'x.zip', '--labels', 'lesion')
+    assert bad.exit_code == 2 and 'cannot derive' in bad.output
+
+
+def test_preview_grid_has_a_row_per_class(tmp_path):
+    preview = tmp_path / 'grid.png'
+    args = ['--labels', 'lesion', '--multi-lesion', 'first', '--preview-per-class', 3]
+    result = run('--source', 'phantom:40', '--resolution', 16, '--preview', preview, *args)
+    assert result.exit_code == 0, result.output
+    assert 'preview only' in result.output
+    grid = np.asarray(PIL.Image.open(preview))
+    assert grid.shape[0] == 8 * 16 and grid.shape[1] > 3 * 16
+    assert grid[:16, :40].max() > 200  # Class name text in the margin.
+
+
+# ----------------------------------------------------------------------------
+# Bad input: one line, exit 2, nothing left behind.
+
+
+@pytest.mark.parametrize(
+    'case, args, message',
+    [
+        ('missing', ['--source', '{tmp}/nope'], 'does not exist'),
+        ('empty', ['--source', '{tmp}/empty'], 'no images'),
+        ('column', ['--source', '{tmp}/csvsrc', '--label-column', 'grade'], "no column 'grade'"),
+        ('power', ['--source', 'phantom:2', '--resolution', '48'], 'not a power of two'),
+        ('phantom', ['--source', 'phantom:x'], 'phantom:N'),
+        ('vindr', ['--source', 'vindr:{tmp}/empty'], 'train.csv not found'),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path, case, args, message):
+    (tmp_path / 'empty').mkdir()
+    (tmp_path / 'csvsrc').mkdir()
+    PIL.Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / 'csvsrc' / 'a.png')
+    (tmp_path / 'csvsrc' / 'labels.csv').write_text('file,label\na.png,1\n')
+    out = tmp_path / 'out'
+    out.mkdir()
+    result = run(*[a.format(tmp=tmp_path) for a in args], '--dest', out / 'd.zip')
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert len([line for line in result.output.splitlines() if line.startswith('Error')]) == 1
+    assert os.listdir(out) == []
+
+
+def test_cli_subprocess_error_has_no_traceback(tmp_path):
+    cmd = [sys.executable, str(REPO / 'dataset_tool.py'), '--source', str(tmp_path / 'missing'), '--dest', 'x.zip']
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith('Error: Invalid value')
+    assert not (tmp_path / 'x.zip').exists()
+
+
+def test_relabel_with_multi_lesion_error_names_the_image(tmp_path):
+    multi = tmp_path / 'multi.zip'
+    assert run('--source', 'phantom:30', '--dest', multi, '--resolution', 8, '--labels', 'lesion-multi').exit_code == 0
+    result = run('--source', multi, '--dest', tmp_path / 'x.zip', '--labels', 'lesion', '--multi-lesion', 'error')
+    assert result.exit_code == 2 and 'several lesion types' in result.output and 'img000000' in result.output
+    assert not (tmp_path / 'x.zip').exists()

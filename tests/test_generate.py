@@ -1,0 +1,151 @@
+"""generate.py: grid from a snapshot in a fresh process, classes by index/name/vector, per-seed determinism."""
+
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+
+import click
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from click.testing import CliRunner
+
+import generate
+from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
+from training import training_loop
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# ----------------------------------------------------------------------------
+# One conditional snapshot (two named classes, 16x16 grayscale) from a single training step.
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    saved = torch.get_num_threads(), conv2d_gradfix.enabled, grid_sample_gradfix.enabled
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved[0])
+    conv2d_gradfix.enabled, grid_sample_gradfix.enabled = saved[1:]  # training_loop() switches them on.
+
+
+@pytest.fixture(scope='module')
+def snapshot(tmp_path_factory):
+    root = tmp_path_factory.mktemp('gen')
+    data = str(root / 'data.zip')
+    with zipfile.ZipFile(data, 'w') as z:
+        for i in range(8):
+            buf = io.BytesIO()
+            PIL.Image.fromarray(np.full([16, 16], i * 30, np.uint8), 'L').save(buf, format='PNG')
+            z.writestr(f'img{i}.png', buf.getvalue())
+        labels = [[f'img{i}.png', i % 2] for i in range(8)]
+        z.writestr('dataset.json', json.dumps(dict(labels=labels, class_names=['normal', 'abnormal'])))
+    small = dict(channel_base=256, channel_max=16)
+    adam = dict(class_name='torch.optim.Adam', lr=0.002, betas=[0.0, 0.99])
+    training_loop.training_loop(
+        run_dir=str(root), device='cpu', total_kimg=0.004, kimg_per_tick=1, batch_size=4, batch_gpu=4,
+        training_set_kwargs=dict(class_name='training.dataset.ImageFolderDataset', path=data, use_labels=True),
+        data_loader_kwargs=dict(num_workers=0),
+        G_kwargs=dict(
+            class_name='training.networks.Generator', z_dim=16, w_dim=16, mapping_kwargs=dict(num_layers=2),
+            synthesis_kwargs=small,
+        ),
+        D_kwargs=dict(class_name='training.networks.Discriminator', epilogue_kwargs=dict(mbstd_group_size=4), **small),
+        G_opt_kwargs=adam, D_opt_kwargs=adam, loss_kwargs=dict(class_name='training.loss.StyleGAN2Loss'),
+    )  # fmt: skip
+    return str(root / 'network-snapshot-000000.pkl')
+
+
+def _run(args):
+    return CliRunner().invoke(generate.main, args, catch_exceptions=False)
+
+
+# ----------------------------------------------------------------------------
+
+
+def test_grid_in_fresh_process_and_classes_differ(snapshot, tmp_path):
+    cmd = [sys.executable, 'generate.py', f'--network={snapshot}', '--seeds=0-5', '--class=0', '--grid']
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
+    result = subprocess.run([*cmd, f'--outdir={tmp_path / "c0"}'], cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    grid0 = PIL.Image.open(tmp_path / 'c0' / 'grid.png')
+    assert grid0.mode == 'L' and grid0.size == (3 * 16, 2 * 16)
+
+    assert (
+        _run(
+            [f'--network={snapshot}', '--seeds=0-5', '--class=abnormal', '--grid', f'--outdir={tmp_path / "c1"}']
+        ).exit_code
+        == 0
+    )
+    assert (
+        _run([f'--network={snapshot}', '--seeds=0-5', '--class=1', '--grid', f'--outdir={tmp_path / "i1"}']).exit_code
+        == 0
+    )
+    grid1 = np.asarray(PIL.Image.open(tmp_path / 'c1' / 'grid.png'))
+    assert np.array_equal(grid1, np.asarray(PIL.Image.open(tmp_path / 'i1' / 'grid.png')))  # Name == index.
+    assert np.abs(grid1.astype(int) - np.asarray(grid0).astype(int)).mean() > 0.5  # Other class, other images.
+
+
+def test_one_png_per_seed(snapshot, tmp_path):
+    result = _run([f'--network={snapshot}', '--seeds=3,7-8', '--class=0,1', f'--outdir={tmp_path}'])
+    assert result.exit_code == 0, result.output
+    assert sorted(os.listdir(tmp_path)) == ['seed0003.png', 'seed0007.png', 'seed0008.png']
+    image = PIL.Image.open(tmp_path / 'seed0007.png')
+    assert image.mode == 'L' and image.size == (16, 16)
+
+
+@pytest.mark.parametrize('noise_mode', ['const', 'random'])
+def test_images_do_not_depend_on_batch_size(snapshot, noise_mode):
+    G, _data = generate.load_network(snapshot, torch.device('cpu'))
+    label = generate.one_hot(1, G.c_dim)
+    one = generate.generate_images(G, [5, 6, 9], label, noise_mode=noise_mode, batch_size=1)
+    three = generate.generate_images(G, [9, 5, 6], label, noise_mode=noise_mode, batch_size=3)
+    assert one.shape == (3, 16, 16, 1) and one.dtype == np.uint8
+    assert np.abs(one.astype(int) - three[[1, 2, 0]].astype(int)).max() <= 1
+
+
+def test_class_names_come_from_the_snapshot(snapshot):
+    with open(snapshot, 'rb') as f:
+        data = pickle.load(f)
+    assert generate.snapshot_class_names(data) == ['normal', 'abnormal']
+    del data['dataset_info']  # Official-format pickle: fall back to the training set's dataset.json.
+    assert generate.snapshot_class_names(data) == ['normal', 'abnormal']
+
+
+@pytest.mark.parametrize(
+    'spec, c_dim, message',
+    [
+        ('5', 2, 'class index 5 out of range [0, 1]'),
+        ('0,1,0', 2, 'label vector has 3 entries, network needs 2'),
+        ('fracture', 2, "unknown class 'fracture'"),
+        ('0', 0, 'the network is unconditional'),
+        (None, 2, 'the network is conditional'),
+    ],
+)
+def test_bad_class_specs(spec, c_dim, message):
+    with pytest.raises(click.BadParameter, match=message.replace('[', r'\[').replace(']', r'\]')):
+        generate.make_label(spec, c_dim, ['normal', 'abnormal'])
+
+
+def test_label_vectors_and_seed_ranges():
+    np.testing.assert_array_equal(generate.make_label('0,1,0,0,1,0,0,0', 8, None), [0, 1, 0, 0, 1, 0, 0, 0])
+    np.testing.assert_array_equal(generate.make_label('Normal', 2, ['normal', 'abnormal']), [1, 0])
+    assert generate.parse_range('0-3,10, 12-12') == [0, 1, 2, 3, 10, 12]
+    for bad in ('a-b', '5-2', ''):
+        with pytest.raises(click.BadParameter):
+            generate.parse_range(bad)
+
+
+def test_bad_network_path_is_a_usage_error(tmp_path):
+    (tmp_path / 'junk.pkl').write_bytes(b'not a pickle')
+    for path in (tmp_path / 'junk.pkl', tmp_path / 'missing.pkl'):
+        result = CliRunner().invoke(generate.main, [f'--network={path}', '--seeds=0', f'--outdir={tmp_path}'])
+        assert result.exit_code == 2 and 'Traceback' not in result.output
+
+
+# ----------------------------------------------------------------------------

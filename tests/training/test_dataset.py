@@ -1,0 +1,172 @@
+"""ImageFolderDataset: zip/folder reading, labels, subsets, x-flips, loud errors; ResumableSampler."""
+
+import itertools
+import json
+import os
+import pickle
+import zipfile
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from training.dataset import ImageFolderDataset, ResumableSampler
+
+# ----------------------------------------------------------------------------
+# Helpers: write images (+ dataset.json) into a folder or a zip.
+
+
+def _image(size, mode, value):
+    width, height = size if isinstance(size, tuple) else (size, size)
+    channels = 1 if mode == 'L' else 3
+    array = (np.arange(width * height * channels).reshape(height, width, channels) + value) % 256
+    array = array.astype(np.uint8)
+    return PIL.Image.fromarray(array[:, :, 0] if mode == 'L' else array, mode)
+
+
+def _write(path, images, metadata=None, as_zip=True):
+    files = {}
+    for name, image in images.items():
+        buf = __import__('io').BytesIO()
+        image.save(buf, format='PNG')
+        files[name] = buf.getvalue()
+    if metadata is not None:
+        files['dataset.json'] = json.dumps(metadata).encode()
+    if as_zip:
+        with zipfile.ZipFile(path, 'w') as z:
+            for name, data in files.items():
+                z.writestr(name, data)
+    else:
+        for name, data in files.items():
+            os.makedirs(os.path.dirname(os.path.join(path, name)), exist_ok=True)
+            with open(os.path.join(path, name), 'wb') as f:
+                f.write(data)
+    return str(path)
+
+
+def _names(n):
+    return [f'00000/img{i:08d}.png' for i in range(n)]
+
+
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('as_zip', [True, False])
+def test_grayscale_with_class_labels(tmp_path, as_zip):
+    names = _names(6)
+    labels = [[name, i % 3] for i, name in enumerate(names)]
+    meta = dict(labels=labels, class_names=['normal', 'fracture', 'lesion'], label_schema='lesion')
+    path = _write(
+        tmp_path / ('d.zip' if as_zip else 'd'), {n: _image(16, 'L', i) for i, n in enumerate(names)}, meta, as_zip
+    )
+    ds = ImageFolderDataset(path, use_labels=True)
+    image, label = ds[4]
+    assert image.shape == (1, 16, 16) and image.dtype == np.uint8
+    np.testing.assert_array_equal(image[0], np.asarray(_image(16, 'L', 4)))
+    np.testing.assert_array_equal(label, [0, 1, 0])
+    assert ds.resolution == 16 and ds.num_channels == 1 and ds.label_dim == 3
+    assert ds.has_labels and ds.has_onehot_labels
+    assert ds.class_names == ['normal', 'fracture', 'lesion'] and ds.label_schema == 'lesion'
+    np.testing.assert_array_equal(ds.label_counts(), [2, 2, 2])
+    assert ds.format_label_stats().splitlines()[1] == 'class 1 (fracture): 2'
+    assert ImageFolderDataset(path).label_dim == 0  # use_labels=False hides labels.
+
+
+def test_multilabel_vectors_and_rgb(tmp_path):
+    names = _names(4)
+    vectors = [[1, 0, 1], [0, 0, 0], [0, 1, 1], [1, 1, 0]]
+    meta = dict(labels=[[n, v] for n, v in zip(names, vectors)])
+    path = _write(tmp_path / 'd.zip', {n: _image(8, 'RGB', i) for i, n in enumerate(names)}, meta)
+    ds = ImageFolderDataset(path, use_labels=True)
+    assert ds[0][0].shape == (3, 8, 8)
+    assert not ds.has_onehot_labels and ds.label_shape == [3]
+    np.testing.assert_array_equal(ds.get_label(2), np.float32([0, 1, 1]))
+    np.testing.assert_array_equal(ds.label_counts(), [2, 2, 2])
+
+
+def test_subset_and_xflip(tmp_path):
+    names = _names(10)
+    path = _write(tmp_path / 'd.zip', {n: _image(8, 'L', i) for i, n in enumerate(names)})
+    ds = ImageFolderDataset(path, max_size=4, xflip=True, random_seed=1)
+    assert len(ds) == 8
+    raw = [ds.get_details(i)['raw_idx'] for i in range(8)]
+    assert raw[:4] == raw[4:] and len(set(raw)) == 4
+    np.testing.assert_array_equal(ds[5][0], ds[1][0][:, :, ::-1])
+    again = ImageFolderDataset(path, max_size=4, random_seed=1)
+    assert [again.get_details(i)['raw_idx'] for i in range(4)] == raw[:4]
+
+
+def test_pickles_with_open_zip(tmp_path):
+    path = _write(tmp_path / 'd.zip', {n: _image(8, 'L', i) for i, n in enumerate(_names(3))})
+    ds = ImageFolderDataset(path)
+    first = ds[0][0]
+    clone = pickle.loads(pickle.dumps(ds))
+    np.testing.assert_array_equal(clone[0][0], first)
+
+
+# ----------------------------------------------------------------------------
+# Loud errors: one-line ValueError naming the file and the problem.
+
+
+def _expect_error(path, match, **kwargs):
+    with pytest.raises(ValueError, match=match) as info:
+        _ = ImageFolderDataset(path, **kwargs).label_dim
+    assert '\n' not in str(info.value)
+
+
+def test_error_mixed_shapes(tmp_path):
+    images = {'a.png': _image(16, 'L', 0), 'b.png': _image(32, 'L', 0)}
+    _expect_error(_write(tmp_path / 'd.zip', images), r'mixed image shapes: a\.png is 16x16.*b\.png is 32x32')
+
+
+def test_error_mixed_channels(tmp_path):
+    images = {'a.png': _image(16, 'L', 0), 'b.png': _image(16, 'RGB', 0)}
+    _expect_error(_write(tmp_path / 'd.zip', images), r'mixed image channels: .*b\.png')
+
+
+def test_error_unsupported_mode(tmp_path):
+    images = {'a.png': PIL.Image.new('RGBA', (8, 8))}
+    _expect_error(_write(tmp_path / 'd.zip', images), r"a\.png has PIL mode 'RGBA'")
+
+
+@pytest.mark.parametrize('size, match', [(12, 'power of two'), ((16, 8), 'must be square')])
+def test_error_bad_resolution(tmp_path, size, match):
+    _expect_error(_write(tmp_path / 'd.zip', {'a.png': _image(size, 'L', 0)}), match)
+
+
+def test_error_missing_labels(tmp_path):
+    images = {n: _image(8, 'L', 0) for n in _names(3)}
+    no_json = _write(tmp_path / 'a.zip', images)
+    _expect_error(no_json, r'needs "labels" in dataset\.json', use_labels=True)
+    assert ImageFolderDataset(no_json, use_labels=False).label_dim == 0  # Fine without labels.
+    partial = _write(tmp_path / 'b.zip', images, dict(labels=[[_names(3)[0], 1]]))
+    _expect_error(partial, r'no label for 2 image\(s\), e\.g\. 00000/img00000001\.png', use_labels=True)
+    mixed = _write(tmp_path / 'c.zip', images, dict(labels=[[n, [1, 0] if i else 1] for i, n in enumerate(_names(3))]))
+    _expect_error(mixed, 'all be ints', use_labels=True)
+
+
+def test_error_not_a_dataset(tmp_path):
+    (tmp_path / 'x.txt').write_text('hi')
+    _expect_error(str(tmp_path / 'x.txt'), 'directory or a .zip')
+    os.makedirs(tmp_path / 'empty')
+    _expect_error(str(tmp_path / 'empty'), 'no image files')
+
+
+# ----------------------------------------------------------------------------
+# ResumableSampler: a restart at position k continues the same stream; ranks partition it.
+
+
+def test_resumable_sampler_restart_and_ranks():
+    data = list(range(7))
+    full = list(itertools.islice(iter(ResumableSampler(data, seed=3)), 30))
+    assert sorted(full[:7]) == data and sorted(full[7:14]) == data and full[:7] != full[7:14]
+    resumed = list(itertools.islice(iter(ResumableSampler(data, seed=3, start=11)), 19))
+    assert resumed == full[11:]
+    rank0 = list(itertools.islice(iter(ResumableSampler(data, rank=0, num_replicas=2, seed=3)), 15))
+    rank1 = list(itertools.islice(iter(ResumableSampler(data, rank=1, num_replicas=2, seed=3)), 15))
+    assert rank0 == full[0::2] and rank1 == full[1::2]
+    resumed1 = list(itertools.islice(iter(ResumableSampler(data, rank=1, num_replicas=2, seed=3, start=5)), 10))
+    assert resumed1 == rank1[5:]
+
+
+# ----------------------------------------------------------------------------

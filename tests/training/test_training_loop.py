@@ -1,0 +1,251 @@
+"""training_loop(): exact resume, ADA, metrics hook, transfer learning from official-format pickles."""
+
+import inspect
+import io
+import json
+import math
+import os
+import pickle
+import zipfile
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+import dnnlib
+from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
+from training import training_loop as tl
+from training.loss import StyleGAN2Loss
+from training.networks import Generator
+
+# ----------------------------------------------------------------------------
+# A tiny labelled grayscale dataset and a tiny config (16x16, 16 channels, batch 4 in two rounds).
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():  # Module scope: also covers the module-scoped run below (exactness needs equal thread counts).
+    saved = torch.get_num_threads(), conv2d_gradfix.enabled, grid_sample_gradfix.enabled
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved[0])
+    conv2d_gradfix.enabled, grid_sample_gradfix.enabled = saved[1:]  # training_loop() switches them on.
+
+
+def make_dataset(path, n=16, res=16, classes=2):
+    rnd = np.random.RandomState(0)
+    yy, xx = np.mgrid[:res, :res] / res
+    labels = []
+    with zipfile.ZipFile(path, 'w') as z:
+        for i in range(n):
+            cls = i % classes
+            img = 0.5 + 0.4 * np.sin(2 * np.pi * ((cls + 1) * xx + rnd.rand())) * (yy if cls else 1 - yy)
+            buf = io.BytesIO()
+            PIL.Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8), 'L').save(buf, format='PNG')
+            z.writestr(f'img{i:04d}.png', buf.getvalue())
+            labels.append([f'img{i:04d}.png', cls])
+        z.writestr('dataset.json', json.dumps(dict(labels=labels, class_names=['left', 'right'])))
+    return str(path)
+
+
+def tiny_kwargs(run_dir, data, **overrides):
+    small = dict(channel_base=256, channel_max=16, num_fp16_res=0)
+    adam = dict(class_name='torch.optim.Adam', lr=0.0025, betas=[0.0, 0.99], eps=1e-8)
+    kwargs = dnnlib.EasyDict(
+        run_dir=str(run_dir), device='cpu', random_seed=1,
+        training_set_kwargs=dict(class_name='training.dataset.ImageFolderDataset', path=data, use_labels=True),
+        data_loader_kwargs=dict(num_workers=0),
+        G_kwargs=dict(
+            class_name='training.networks.Generator', z_dim=16, w_dim=16, mapping_kwargs=dict(num_layers=2),
+            synthesis_kwargs=small,
+        ),
+        D_kwargs=dict(class_name='training.networks.Discriminator', epilogue_kwargs=dict(mbstd_group_size=2), **small),
+        G_opt_kwargs=adam, D_opt_kwargs=adam,
+        augment_kwargs=dict(
+            class_name='training.augment.AugmentPipe', xflip=1, rotate90=1, xint=1, scale=1, rotate=1, aniso=1,
+            xfrac=1, brightness=1, contrast=1,
+        ),
+        loss_kwargs=dict(class_name='training.loss.StyleGAN2Loss', r1_gamma=1),
+        batch_size=4, batch_gpu=2, ema_kimg=0.01, ema_rampup=0.05, G_reg_interval=2, D_reg_interval=3,
+        ada_target=0.0, ada_interval=2, ada_kimg=0.05, total_kimg=0.032, kimg_per_tick=0.008,
+        image_snapshot_ticks=4, network_snapshot_ticks=1,
+    )  # fmt: skip
+    kwargs.update(overrides)
+    os.makedirs(run_dir, exist_ok=True)
+    return kwargs
+
+
+def load(path):
+    with open(path, 'rb') as f:
+        return pickle.load(f)
+
+
+def tensors(module):
+    return {name: t for name, t in list(module.named_parameters()) + list(module.named_buffers())}
+
+
+# ----------------------------------------------------------------------------
+# Exact resume: snapshot at kimg 0.012, resume to 0.032 == uninterrupted run to 0.032.
+
+
+@pytest.fixture(scope='module')
+def uninterrupted_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp('loop')
+    data = make_dataset(root / 'data.zip')
+    calls = []
+
+    def toy_metric(G, **context):
+        calls.append(context['snapshot_pkl'])
+        return {'toy_mean_w': float(G.mapping.w_avg.mean())}
+
+    torch.use_deterministic_algorithms(True)
+    try:
+        tl.training_loop(**tiny_kwargs(root / 'a', data, metrics=[toy_metric]))
+    finally:
+        torch.use_deterministic_algorithms(False)
+    return dnnlib.EasyDict(root=root, data=data, run_dir=root / 'a', metric_calls=calls)
+
+
+def test_run_writes_snapshots_grids_and_finite_stats(uninterrupted_run):
+    run_dir = uninterrupted_run.run_dir
+    names = sorted(os.listdir(run_dir))
+    tags = ['000000.004', '000000.012', '000000.020', '000000.028', '000000.032']
+    assert [f'network-snapshot-{tag}.pkl' for tag in tags] == [n for n in names if n.startswith('network-')]
+    assert {'reals.png', 'fakes_init.png', 'fakes000000.004.png', 'fakes000000.032.png', 'stats.jsonl'} <= set(names)
+    assert PIL.Image.open(run_dir / 'reals.png').mode == 'L'
+    lines = [json.loads(line) for line in open(run_dir / 'stats.jsonl')]
+    assert len(lines) == 5
+    for key in ('Loss/G/loss', 'Loss/D/loss', 'Loss/r1_penalty', 'Loss/pl_penalty'):
+        assert all(math.isfinite(line[key]['mean']) for line in lines if key in line)
+    assert sum(key in line for line in lines for key in ('Loss/r1_penalty', 'Loss/pl_penalty')) >= 2
+    snapshot = load(run_dir / 'network-snapshot-000000.032.pkl')
+    assert {'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs', 'resume_state'} <= set(snapshot)
+    assert snapshot['dataset_info']['class_names'] == ['left', 'right']
+    assert snapshot['resume_state']['cur_nimg'] == 32 and snapshot['resume_state']['batch_idx'] == 8
+
+
+def test_metrics_hook_runs_at_each_network_snapshot(uninterrupted_run):
+    assert len(uninterrupted_run.metric_calls) == 5
+    lines = [json.loads(line) for line in open(uninterrupted_run.run_dir / 'metric-toy_metric.jsonl')]
+    assert [line['snapshot_pkl'] for line in lines][-1] == 'network-snapshot-000000.032.pkl'
+    assert math.isfinite(lines[-1]['results']['toy_mean_w'])
+
+
+def test_resume_is_exact(uninterrupted_run, capsys):
+    run = uninterrupted_run
+    middle = run.run_dir / 'network-snapshot-000000.012.pkl'
+    torch.use_deterministic_algorithms(True)
+    try:
+        tl.training_loop(**tiny_kwargs(run.root / 'b', run.data, resume_pkl=str(middle)))
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert 'Continuing at kimg 0.012 (tick 2, batch 3, augment p' in capsys.readouterr().out
+    a = load(run.run_dir / 'network-snapshot-000000.032.pkl')
+    b = load(run.root / 'b' / 'network-snapshot-000000.032.pkl')
+    for name in ('G', 'D', 'G_ema', 'augment_pipe'):
+        ta, tb = tensors(a[name]), tensors(b[name])
+        assert ta.keys() == tb.keys()
+        for key in ta:
+            assert torch.equal(ta[key], tb[key]), f'{name}.{key} differs after resume'
+    assert a['resume_state']['augment_p'] == b['resume_state']['augment_p'] > 0  # ADA moved p (target 0).
+    assert torch.equal(a['resume_state']['loss']['pl_mean'], b['resume_state']['loss']['pl_mean'])
+    assert a['resume_state']['batch_idx'] == b['resume_state']['batch_idx']
+
+
+# ----------------------------------------------------------------------------
+# Transfer learning: official-format pickle (no resume_state), with and without a c_dim change.
+
+
+def _official_pickle(run, path):
+    snapshot = load(run.run_dir / 'network-snapshot-000000.012.pkl')
+    keys = ('G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs')
+    with open(path, 'wb') as f:
+        pickle.dump({key: snapshot[key] for key in keys}, f)
+    return str(path), snapshot
+
+
+def test_official_pickle_resumes_as_transfer_learning(uninterrupted_run):
+    run = uninterrupted_run
+    pkl, snapshot = _official_pickle(run, run.root / 'official.pkl')
+    defaults = {key: param.default for key, param in inspect.signature(tl.training_loop).parameters.items()}
+    opts = dnnlib.EasyDict(defaults, **tiny_kwargs(run.root / 'c', run.data, resume_pkl=pkl))
+    training_set = dnnlib.util.construct_class_by_name(**opts.training_set_kwargs)
+    nets = tl.setup_networks(opts, training_set, torch.device('cpu'))
+    assert tl.resume_networks(opts, nets) is None  # No resume_state -> start at kimg 0.
+    for name in ('G', 'D', 'G_ema'):
+        for key, value in tensors(snapshot[name]).items():
+            assert torch.equal(tensors(nets[name])[key], value), f'{name}.{key} not copied'
+
+
+def test_c_dim_change_reports_reinitialised_params(uninterrupted_run, capsys):
+    run = uninterrupted_run
+    pkl, _snapshot = _official_pickle(run, run.root / 'official2.pkl')
+    unconditional = dict(class_name='training.dataset.ImageFolderDataset', path=run.data, use_labels=False)
+    kwargs = tiny_kwargs(run.root / 'd', run.data, resume_pkl=pkl, training_set_kwargs=unconditional, total_kimg=0.004)
+    tl.training_loop(**kwargs)
+    out = capsys.readouterr().out
+    assert 'Re-initialised' in out and 'of G (missing or shape differs): mapping.fc0.weight' in out
+    assert 'of D (missing or shape differs)' in out
+    assert 'Continuing at' not in out and 'kimg 0.004' in out
+    assert load(run.root / 'd' / 'network-snapshot-000000.004.pkl')['G'].c_dim == 0
+
+
+# ----------------------------------------------------------------------------
+# ADA: a discriminator that is always sure reals are real pushes p up; one that is never sure keeps p at 0.
+
+
+class _ConstantD(torch.nn.Module):
+    def __init__(self, logit):
+        super().__init__()
+        self.logit = torch.nn.Parameter(torch.tensor(float(logit)))
+
+    def forward(self, img, c):
+        return self.logit.expand(img.shape[0], 1) + img.mean([1, 2, 3])[:, None] * 0
+
+
+@pytest.mark.parametrize('logit, expected_p', [(3.0, 2 * 4 * 4 / 100), (-3.0, 0.0)])
+def test_ada_p_follows_real_sign(logit, expected_p):
+    torch.manual_seed(0)
+    G = Generator(
+        16, 0, 16, 16, 1, mapping_kwargs=dict(num_layers=1), synthesis_kwargs=dict(channel_base=128, channel_max=8)
+    )
+    D = _ConstantD(logit).requires_grad_(False)
+    pipe = dnnlib.util.construct_class_by_name(class_name='training.augment.AugmentPipe', xflip=1)
+    pipe.p.zero_()
+    loss = StyleGAN2Loss('cpu', G.mapping, G.synthesis.requires_grad_(False), D, augment_pipe=pipe)
+    opts = dnnlib.EasyDict(ada_target=0.6, ada_interval=4, ada_kimg=0.1, batch_size=4, num_gpus=1)
+    real, c, z = torch.zeros([4, 1, 16, 16]), torch.zeros([4, 0]), torch.randn([4, 16])
+    for batch_idx in range(1, 9):
+        D.requires_grad_(True)
+        loss.accumulate_gradients('Dmain', real, c, z, c, sync=True, gain=1)
+        D.requires_grad_(False)
+        tl.maybe_update_ada(pipe, loss, opts, batch_idx)
+    assert float(pipe.p) == pytest.approx(expected_p)
+
+
+# ----------------------------------------------------------------------------
+# Small helpers.
+
+
+def test_kimg_tag_and_seeding():
+    assert tl.kimg_tag(4000, 4) == '000004' and tl.kimg_tag(4012, 4) == '000004'
+    assert tl.kimg_tag(16, 0.008) == '000000.016' and tl.kimg_tag(1016, 0.5) == '000001.016'
+    tl.set_random_seed(3, 0, 128)
+    a = (torch.rand(3), np.random.rand(), torch.randint(9, [4]))
+    tl.set_random_seed(3, 0, 128)
+    b = (torch.rand(3), np.random.rand(), torch.randint(9, [4]))
+    tl.set_random_seed(3, 1, 128)
+    assert torch.equal(a[0], b[0]) and a[1] == b[1] and not torch.equal(torch.rand(3), a[0])
+
+
+def test_save_image_grid_modes(tmp_path):
+    gray = np.linspace(-1, 1, 6 * 1 * 4 * 4).reshape(6, 1, 4, 4)
+    tl.save_image_grid(gray, tmp_path / 'g.png', drange=[-1, 1], grid_size=(3, 2))
+    image = PIL.Image.open(tmp_path / 'g.png')
+    assert image.mode == 'L' and image.size == (12, 8)
+    assert np.asarray(image)[0, 0] == 0 and np.asarray(image)[-1, -1] == 255
+    tl.save_image_grid(np.zeros([4, 3, 4, 4]), tmp_path / 'c.png', drange=[0, 1], grid_size=(2, 2))
+    assert PIL.Image.open(tmp_path / 'c.png').mode == 'RGB'
+
+
+# ----------------------------------------------------------------------------
