@@ -12,7 +12,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-#----------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Dict whose keys are also attributes; the config type of the whole code base.
 
 
@@ -30,7 +30,7 @@ class EasyDict(dict):
         del self[name]
 
 
-#----------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Human-readable durations, as in the progress lines of the training loop.
 
 
@@ -45,7 +45,7 @@ def format_time(seconds: float) -> str:
     return f'{s // 86400}d {(s // 3600) % 24:02d}h {(s // 60) % 60:02d}m'
 
 
-#----------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Atomic file writes: readers never see a half-written snapshot or dataset.
 
 
@@ -84,7 +84,7 @@ def _umask() -> int:
     return mask
 
 
-#----------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Objects by dotted name, so that configs can stay plain dicts.
 
 
@@ -136,7 +136,7 @@ def get_top_level_function_name(obj: Any) -> str:
     return module + '.' + obj.__name__
 
 
-#----------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Run directories: outdir/00000-desc, numbered after the highest existing id.
 
 
@@ -149,7 +149,7 @@ def _listdir(path: str) -> list[str]:
     return os.listdir(path) if os.path.isdir(path) else []
 
 
-#----------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Cache directory for downloads: $DNNLIB_CACHE_DIR, else ~/.cache/dnnlib.
 
 
@@ -165,7 +165,7 @@ def is_url(obj: Any, allow_file_urls: bool = False) -> bool:
     return scheme in ('http', 'https') or (allow_file_urls and scheme == 'file')
 
 
-#----------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # Open a local path, file:// URL or http(s) URL (cached). Offline, fail at once and say what to do.
 
 
@@ -200,4 +200,3 @@ def open_url(url: str, cache_dir: str = None, cache: bool = True, verbose: bool 
 def _url_basename(url: str) -> str:
     name = os.path.basename(urllib.parse.urlparse(url).path) or 'download'
     return re.sub(r'[^0-9A-Za-z._-]', '_', name)
-

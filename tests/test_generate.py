@@ -16,22 +16,12 @@ import torch
 from click.testing import CliRunner
 
 import generate
-from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
 from training import training_loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ----------------------------------------------------------------------------
 # One conditional snapshot (two named classes, 16x16 grayscale) from a single training step.
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    saved = torch.get_num_threads(), conv2d_gradfix.enabled, grid_sample_gradfix.enabled
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved[0])
-    conv2d_gradfix.enabled, grid_sample_gradfix.enabled = saved[1:]  # training_loop() switches them on.
 
 
 @pytest.fixture(scope='module')

@@ -15,11 +15,9 @@ import zipfile
 import numpy as np
 import PIL.Image
 import pytest
-import torch
 from click.testing import CliRunner
 
 import train
-from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
@@ -54,15 +52,6 @@ def data(tmp_path_factory):
         unlabelled=make_dataset(root / 'unlabelled.zip', labels=False),
         mixed=make_dataset(root / 'mixed.zip', n=2, sizes=[16, 32]),
     )
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    saved = torch.get_num_threads(), conv2d_gradfix.enabled, grid_sample_gradfix.enabled
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved[0])
-    conv2d_gradfix.enabled, grid_sample_gradfix.enabled = saved[1:]  # training_loop() switches them on.
 
 
 def run_cli(args):

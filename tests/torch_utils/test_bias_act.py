@@ -11,16 +11,6 @@ from torch_utils import custom_ops
 from torch_utils.ops import bias_act as bias_act_module
 from torch_utils.ops.bias_act import _bias_act_cuda, _bias_act_ref, activation_funcs, bias_act
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    # Tiny tensors: one thread is much faster than several fighting over a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 ACTS = list(activation_funcs)
 SELU_SCALE = 1.0507009873554804934193349852946
 SELU_ALPHA = 1.6732632423543772848170429916717

@@ -62,17 +62,23 @@ def _nvcc_flags() -> list[str]:
 
 
 # ----------------------------------------------------------------------------
-# Host harnesses: loop the kernels' per-element functions over all elements on the CPU, behind a C entry point.
+# Host harnesses: loop the kernels' per-thread functions over all threads on the CPU, behind a C entry point.
+# bias_act's returns the elements per loop item of the path the launcher picks (1: scalar, >1: vector), or < 0.
 
-ACT_CASES = ' '.join(f'case {a}: run_elements<T, I, {a}>(p, step); return 0;' for a in range(1, 10))
+ACT_CASES = ' '.join(f'case {a}: run_threads<T, I, {a}>(p, step, vector); break;' for a in range(1, 10))
 BIAS_ACT_HARNESS = f"""
 #include "bias_act.cu"
-template <typename T, typename I, int A> static void run_elements(const bias_act_kernel_params& p, int64_t step) {{
-    for (int64_t first = 0; first < step; first++) bias_act_thread<T, I, A>(p, I(first), I(step));
+template <typename T, typename I, int A> static void run_threads(const bias_act_kernel_params& p, int64_t step,
+        bool vector) {{
+    for (int64_t first = 0; first < step; first++) {{
+        if (vector) bias_act_vector_thread<T, I, A>(p, I(first), I(step));
+        else bias_act_thread<T, I, A>(p, I(first), I(step));
+    }}
 }}
 template <typename T, typename I> static int run(const bias_act_kernel_params& p, int64_t step) {{
-    switch (p.act) {{ {ACT_CASES} }}
-    return 1;
+    const bool vector = bias_act_can_vectorize<T>(p); // The launcher's choice.
+    switch (p.act) {{ {ACT_CASES} default: return -1; }}
+    return vector ? bias_act_vec<T>::size : 1;
 }}
 extern "C" int emulate_bias_act(int dtype, int index64, int64_t step, const void* x, const void* b, const void* xref,
         const void* yref, const void* dy, void* y, int64_t n, int64_t stride_dim, int64_t size_dim, int mode, int act,
@@ -84,7 +90,7 @@ extern "C" int emulate_bias_act(int dtype, int index64, int64_t step, const void
     if (dtype == 16) return index64 ? run<c10::Half, int64_t>(p, step) : run<c10::Half, int32_t>(p, step);
     if (dtype == 32) return index64 ? run<float, int64_t>(p, step) : run<float, int32_t>(p, step);
     if (dtype == 64) return index64 ? run<double, int64_t>(p, step) : run<double, int32_t>(p, step);
-    return 2;
+    return -2;
 }}
 """
 UPFIRDN2D_HARNESS = """
@@ -170,6 +176,7 @@ def _pointer(t: torch.Tensor):
 class HostBiasAct:
     def __init__(self, library: ctypes.CDLL, index64: bool, step: int):
         self.library, self.index64, self.step = library, index64, step  # step: threads in the emulated grid.
+        self.widths = []  # Elements per loop item of each call: 1 = scalar loop, VEC = vector loop.
 
     def bias_act(self, x, b, xref, yref, dy, mode, dim, act, alpha, gain, clamp):
         for ref in (xref, yref, dy):
@@ -192,7 +199,8 @@ class HostBiasAct:
             gain,
             clamp,
         )
-        assert code == 0
+        assert code > 0
+        self.widths.append(code)
         return y
 
 
@@ -265,25 +273,40 @@ def _away_from_kinks(x, b, dim, act, alpha, gain, clamp):
     return x
 
 
+def _misaligned_copy(x):
+    # Same values and strides, but a data pointer 1 element past a 16-byte boundary.
+    storage = torch.empty(x.numel() + 1, dtype=x.dtype)
+    return storage[1:].view(x.shape).copy_(x)
+
+
+WIDE = (torch.float32, torch.float64)  # Dtypes whose 16-byte vectors fit a bias stride of 4.
+ALL = (torch.float16, *WIDE)
+BIAS_ACT_CASES = [  # (shape, dim, channels_last, clamp, misaligned, dtypes whose forward takes the vector loop)
+    ([2, 6, 3, 4], 1, False, None, False, WIDE),
+    ([2, 6, 3, 4], 1, True, 0.8, False, ()),  # Bias stride 1.
+    ([3, 2, 5], 2, False, 1.1, False, ()),
+    ([5, 4], 0, False, None, False, WIDE),
+    ([2, 8, 2, 4], 1, False, None, False, ALL),
+    ([2, 1, 3, 8], 1, False, 0.9, False, ALL),  # A single bias element: any stride qualifies.
+    ([2, 8, 2, 4], 1, False, 1.2, True, ()),
+]
+EMULATED_STEPS = [1, 5, 37, 1000, 3, 7, 64]  # Threads in each case's emulated grid.
+
+
 @pytest.mark.parametrize('act', list(bias_act_module.activation_funcs))
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.float16])
 def test_bias_act_kernel_on_host(builds, monkeypatch, act, dtype):
     library = _load_library(builds, 'bias_act')
     gen = torch.Generator().manual_seed(0)
-    cases = [
-        ([2, 6, 3, 4], 1, False, None),
-        ([2, 6, 3, 4], 1, True, 0.8),
-        ([3, 2, 5], 2, False, 1.1),
-        ([5, 4], 0, False, None),
-    ]
-    for case, (shape, dim, channels_last, clamp) in enumerate(cases):  # Grids of 1, 5, 37 and 1000 threads.
-        plugin = HostBiasAct(library, index64=case % 2 == 1, step=[1, 5, 37, 1000][case])
+    for case, (shape, dim, channels_last, clamp, misaligned, vector_dtypes) in enumerate(BIAS_ACT_CASES):
+        plugin = HostBiasAct(library, index64=case % 2 == 1, step=EMULATED_STEPS[case])
         monkeypatch.setattr(bias_act_module, '_plugin', plugin)
         x = (torch.randn(shape, generator=gen, dtype=torch.float64) * 2).to(dtype)
         x = x.to(memory_format=torch.channels_last) if channels_last else x
         b = torch.randn([shape[dim]], generator=gen, dtype=torch.float64).to(dtype)
         kwargs = dict(dim=dim, act=act, alpha=0.25, gain=1.4, clamp=clamp)
         x = _away_from_kinks(x, b, **kwargs)
+        x = _misaligned_copy(x) if misaligned else x
         results = []
         for fn, dt in [
             (bias_act_module._bias_act_cuda(**kwargs).apply, dtype),
@@ -295,6 +318,8 @@ def test_bias_act_kernel_on_host(builds, monkeypatch, act, dtype):
             results.append([y, dx, db])
             if dtype == torch.float64 and dx.requires_grad:
                 results[-1] += torch.autograd.grad((dx * dx.detach()).sum(), [xx, bb], allow_unused=True)
+        vector_width = 16 // x.element_size() if dtype in vector_dtypes else 1
+        assert plugin.widths[0] == vector_width, f'case {case}: forward loop over {plugin.widths[0]} elements'
         for got, expected in zip(*results):
             if got is None or expected is None:
                 assert not any(t is not None and t.abs().max() > 0 for t in (got, expected))

@@ -47,15 +47,6 @@ def naive_upfirdn2d(x, f, up, down, padding, flip_filter, gain):
     return full[:, :, ::downy, ::downx]
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    # Tiny tensors: one thread is much faster than several fighting over a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 FILTERS = {
     'none': None,
     'sep3': setup_filter([1, 2, 1], separable=True),

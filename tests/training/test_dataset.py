@@ -1,5 +1,6 @@
 """ImageFolderDataset: zip/folder reading, labels, subsets, x-flips, loud errors; ResumableSampler."""
 
+import io
 import itertools
 import json
 import os
@@ -27,7 +28,7 @@ def _image(size, mode, value):
 def _write(path, images, metadata=None, as_zip=True):
     files = {}
     for name, image in images.items():
-        buf = __import__('io').BytesIO()
+        buf = io.BytesIO()
         image.save(buf, format='PNG')
         files[name] = buf.getvalue()
     if metadata is not None:
@@ -170,3 +171,26 @@ def test_resumable_sampler_restart_and_ranks():
 
 
 # ----------------------------------------------------------------------------
+
+
+def test_zip_reads_correctly_in_forked_loader_workers(tmp_path):
+    # Forked workers inherit the parent's open zip handle, and a shared file offset garbles concurrent reads.
+    import torch
+
+    names = _names(128)
+    path = _write(tmp_path / 'd.zip', {n: _image(32, 'L', i) for i, n in enumerate(names)}, dict(labels=None))
+    dataset = ImageFolderDataset(path)
+    expected = np.stack([dataset[i][0] for i in range(len(dataset))])  # Opens the zip in this process.
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=2, multiprocessing_context='fork')
+    for i, (image, _label) in enumerate(loader):
+        np.testing.assert_array_equal(image[0].numpy(), expected[i])
+        np.testing.assert_array_equal(dataset[(i * 7) % len(dataset)][0], expected[(i * 7) % len(dataset)])
+
+
+def test_each_process_opens_its_own_zip_handle(tmp_path, monkeypatch):
+    path = _write(tmp_path / 'd.zip', {n: _image(16, 'L', 0) for n in _names(2)}, dict(labels=None))
+    dataset = ImageFolderDataset(path)
+    parent_handle = dataset._get_zipfile()
+    assert dataset._get_zipfile() is parent_handle
+    monkeypatch.setattr(os, 'getpid', lambda: -1)  # As seen from a forked loader worker.
+    assert dataset._get_zipfile() is not parent_handle

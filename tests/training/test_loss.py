@@ -4,23 +4,12 @@ import pytest
 import torch
 
 from torch_utils import training_stats
-from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
 from training.augment import AugmentPipe
 from training.loss import StyleGAN2Loss
 from training.networks import Discriminator, Generator
 
 # ----------------------------------------------------------------------------
 # Tiny conditional networks at 16x16, one thread, gradfix on (as in the training loop).
-
-
-@pytest.fixture(autouse=True)
-def _setup():
-    saved = torch.get_num_threads(), conv2d_gradfix.enabled, grid_sample_gradfix.enabled
-    torch.set_num_threads(1)
-    conv2d_gradfix.enabled = grid_sample_gradfix.enabled = True
-    yield
-    torch.set_num_threads(saved[0])
-    conv2d_gradfix.enabled, grid_sample_gradfix.enabled = saved[1:]
 
 
 def _nets(c_dim=2):

@@ -14,22 +14,12 @@ import pytest
 import torch
 
 import dnnlib
-from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
 from training import training_loop as tl
 from training.loss import StyleGAN2Loss
 from training.networks import Generator
 
 # ----------------------------------------------------------------------------
 # A tiny labelled grayscale dataset and a tiny config (16x16, 16 channels, batch 4 in two rounds).
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():  # Module scope: also covers the module-scoped run below (exactness needs equal thread counts).
-    saved = torch.get_num_threads(), conv2d_gradfix.enabled, grid_sample_gradfix.enabled
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved[0])
-    conv2d_gradfix.enabled, grid_sample_gradfix.enabled = saved[1:]  # training_loop() switches them on.
 
 
 def make_dataset(path, n=16, res=16, classes=2):
