@@ -16,6 +16,7 @@ import click
 import torch
 
 import dnnlib
+from training.augment import augpipe_specs
 
 # ----------------------------------------------------------------------------
 # Presets (cfg_specs of stylegan2-ada-pytorch with the keys spelled out). -1 = derived from the data
@@ -54,18 +55,6 @@ CONFIG_PRESETS = {
 }
 # fmt: on
 
-# Augmentation pipelines (AugmentPipe kwargs), as in stylegan2-ada-pytorch.
-_BLIT = dict(xflip=1, rotate90=1, xint=1)
-_GEOM = dict(scale=1, rotate=1, aniso=1, xfrac=1)
-_COLOR = dict(brightness=1, contrast=1, lumaflip=1, hue=1, saturation=1)
-augpipe_specs = {
-    'blit': _BLIT, 'geom': _GEOM, 'color': _COLOR, 'filter': dict(imgfilter=1), 'noise': dict(noise=1),
-    'cutout': dict(cutout=1), 'bg': {**_BLIT, **_GEOM}, 'bgc': {**_BLIT, **_GEOM, **_COLOR},
-    'bgcf': {**_BLIT, **_GEOM, **_COLOR, 'imgfilter': 1},
-    'bgcfn': {**_BLIT, **_GEOM, **_COLOR, 'imgfilter': 1, 'noise': 1},
-    'bgcfnc': {**_BLIT, **_GEOM, **_COLOR, 'imgfilter': 1, 'noise': 1, 'cutout': 1},
-}  # fmt: skip
-
 # ----------------------------------------------------------------------------
 # Fill the data-dependent (-1) entries of a preset (rules of stylegan2-ada-pytorch's `auto`).
 
@@ -97,16 +86,16 @@ def setup_training_set_kwargs(data, cond, subset, mirror, seed):
     if not os.path.exists(data):
         raise click.BadParameter(f'{data}: no such file or directory', param_hint='--data')
     kwargs = dnnlib.EasyDict(
-        class_name='training.dataset.ImageFolderDataset', path=data, use_labels=True, max_size=None, xflip=False
+        class_name='training.dataset.ImageFolderDataset', path=data, use_labels=bool(cond), max_size=None, xflip=False
     )
     try:
-        training_set = dnnlib.util.construct_class_by_name(**dict(kwargs, use_labels=bool(cond)))
+        training_set = dnnlib.util.construct_class_by_name(**kwargs)
         has_labels = training_set.has_labels
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--cond' if 'label' in str(err) else '--data') from None
     if cond and not has_labels:
         raise click.BadParameter('needs labels in dataset.json', param_hint='--cond')
-    kwargs.update(resolution=training_set.resolution, use_labels=bool(cond), max_size=len(training_set))
+    kwargs.update(resolution=training_set.resolution, max_size=len(training_set))
     if subset is not None:
         if not 1 <= subset <= len(training_set):
             raise click.BadParameter(f'must be between 1 and {len(training_set)}', param_hint='--subset')
@@ -127,7 +116,9 @@ def build_config(opts):
     c.training_set_kwargs, desc = setup_training_set_kwargs(opts.data, opts.cond, opts.subset, opts.mirror, opts.seed)
     desc += ('-cond' if opts.cond else '') + (f'-subset{opts.subset}' if opts.subset else '')
     desc += '-mirror' if opts.mirror else ''
-    c.data_loader_kwargs = dnnlib.EasyDict(pin_memory=True, num_workers=opts.workers, prefetch_factor=2)
+    c.data_loader_kwargs = dnnlib.EasyDict(
+        pin_memory=True, num_workers=min(opts.workers, os.cpu_count() or 1), prefetch_factor=2
+    )
 
     res = c.training_set_kwargs.resolution
     spec = resolve_auto_preset(CONFIG_PRESETS[opts.cfg], res, opts.gpus)
@@ -188,7 +179,6 @@ def setup_network_kwargs(c, spec):
     )  # fmt: skip
     for kwargs in (c.G_kwargs.synthesis_kwargs, c.D_kwargs):
         kwargs.update(channel_base=spec.channel_base, channel_max=spec.channel_max, num_fp16_res=4, conv_clamp=256)
-    c.D_kwargs.epilogue_kwargs.mbstd_group_size = spec.mbstd_group
     c.G_opt_kwargs = dnnlib.EasyDict(class_name='torch.optim.Adam', lr=spec.lr, betas=[0.0, 0.99], eps=1e-8)
     c.D_opt_kwargs = dnnlib.EasyDict(class_name='torch.optim.Adam', lr=spec.lr, betas=[0.0, 0.99], eps=1e-8)
     c.loss_kwargs = dnnlib.EasyDict(
@@ -330,6 +320,7 @@ def run_rank(rank, local_rank, c, temp_dir, initialised):
         training_stats.init_multiprocessing(rank=rank, sync_device=device)
     training_loop.training_loop(rank=rank, **dict(c, device=device))
     if c.num_gpus > 1:
+        torch.distributed.barrier()  # A rank that tears down while a peer still talks to it aborts (gloo).
         torch.distributed.destroy_process_group()
 
 

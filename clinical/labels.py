@@ -36,7 +36,6 @@ SCHEMAS = {
     'lesion': list(VINDR_CLASSES),
     'lesion-multi': list(VINDR_CLASSES),
 }
-MULTI_LABEL_SCHEMAS = frozenset({'lesion-multi'})
 MULTI_LESION_POLICIES = ('drop', 'first', 'error')
 
 # Friendly spellings accepted by resolve_class(), applied only when the target name is in the class list.
@@ -53,11 +52,6 @@ class MultiLesionError(ValueError):
 
 # ----------------------------------------------------------------------------
 # Schema metadata.
-
-
-def is_multi_label(schema: str) -> bool:
-    """True when labels of `schema` are multi-hot vectors rather than one class index."""
-    return schema in MULTI_LABEL_SCHEMAS
 
 
 def class_names(schema: str) -> list[str]:

@@ -265,3 +265,19 @@ def get_plugin_or_none(op_name: str, module_name: str, **plugin_kwargs) -> Modul
 
 
 # ----------------------------------------------------------------------------
+
+
+# ----------------------------------------------------------------------------
+# Which implementation serves an op call: $SPINEGAN_OPS_IMPL=ref forces the reference everywhere, and
+# CPU tensors and dtypes without a kernel (bfloat16) use it too, without attempting a build.
+
+KERNEL_DTYPES = (torch.float16, torch.float32, torch.float64)
+
+
+def use_cuda_kernel(x: torch.Tensor, impl: str, init_plugin) -> bool:
+    """True if the call on `x` runs the fused kernel; `init_plugin()` builds it once and says whether it loaded."""
+    if impl not in ('cuda', 'auto', 'ref'):
+        raise ValueError(f"impl must be 'cuda', 'auto' or 'ref', got {impl!r}")
+    if impl == 'ref' or os.environ.get('SPINEGAN_OPS_IMPL', '') == 'ref':
+        return False
+    return x.device.type == 'cuda' and x.dtype in KERNEL_DTYPES and init_plugin()

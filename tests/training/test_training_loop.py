@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import dnnlib
+from training import checkpoint, reporting
 from training import training_loop as tl
 from training.loss import StyleGAN2Loss
 from training.networks import Generator
@@ -161,7 +162,7 @@ def test_official_pickle_resumes_as_transfer_learning(uninterrupted_run):
     opts = dnnlib.EasyDict(defaults, **tiny_kwargs(run.root / 'c', run.data, resume_pkl=pkl))
     training_set = dnnlib.util.construct_class_by_name(**opts.training_set_kwargs)
     nets = tl.setup_networks(opts, training_set, torch.device('cpu'))
-    assert tl.resume_networks(opts, nets) is None  # No resume_state -> start at kimg 0.
+    assert checkpoint.load_networks(opts, nets) is None  # No resume_state -> start at kimg 0.
     for name in ('G', 'D', 'G_ema'):
         for key, value in tensors(snapshot[name]).items():
             assert torch.equal(tensors(nets[name])[key], value), f'{name}.{key} not copied'
@@ -218,8 +219,8 @@ def test_ada_p_follows_real_sign(logit, expected_p):
 
 
 def test_kimg_tag_and_seeding():
-    assert tl.kimg_tag(4000, 4) == '000004' and tl.kimg_tag(4012, 4) == '000004'
-    assert tl.kimg_tag(16, 0.008) == '000000.016' and tl.kimg_tag(1016, 0.5) == '000001.016'
+    assert checkpoint.kimg_tag(4000, 4) == '000004' and checkpoint.kimg_tag(4012, 4) == '000004'
+    assert checkpoint.kimg_tag(16, 0.008) == '000000.016' and checkpoint.kimg_tag(1016, 0.5) == '000001.016'
     tl.set_random_seed(3, 0, 128)
     a = (torch.rand(3), np.random.rand(), torch.randint(9, [4]))
     tl.set_random_seed(3, 0, 128)
@@ -230,11 +231,11 @@ def test_kimg_tag_and_seeding():
 
 def test_save_image_grid_modes(tmp_path):
     gray = np.linspace(-1, 1, 6 * 1 * 4 * 4).reshape(6, 1, 4, 4)
-    tl.save_image_grid(gray, tmp_path / 'g.png', drange=[-1, 1], grid_size=(3, 2))
+    reporting.save_image_grid(gray, tmp_path / 'g.png', drange=[-1, 1], grid_size=(3, 2))
     image = PIL.Image.open(tmp_path / 'g.png')
     assert image.mode == 'L' and image.size == (12, 8)
     assert np.asarray(image)[0, 0] == 0 and np.asarray(image)[-1, -1] == 255
-    tl.save_image_grid(np.zeros([4, 3, 4, 4]), tmp_path / 'c.png', drange=[0, 1], grid_size=(2, 2))
+    reporting.save_image_grid(np.zeros([4, 3, 4, 4]), tmp_path / 'c.png', drange=[0, 1], grid_size=(2, 2))
     assert PIL.Image.open(tmp_path / 'c.png').mode == 'RGB'
 
 

@@ -61,21 +61,6 @@ def _init() -> bool:
 
 
 # ----------------------------------------------------------------------------
-# Which implementation serves a call: $SPINEGAN_OPS_IMPL=ref forces the reference everywhere, and dtypes
-# without a kernel (bfloat16) use it too.
-
-_KERNEL_DTYPES = (torch.float16, torch.float32, torch.float64)
-
-
-def _use_cuda(x: torch.Tensor, impl: str) -> bool:
-    if impl not in ('cuda', 'auto', 'ref'):
-        raise ValueError(f"impl must be 'cuda', 'auto' or 'ref', got {impl!r}")
-    if impl == 'ref' or os.environ.get('SPINEGAN_OPS_IMPL', '') == 'ref':
-        return False
-    return x.device.type == 'cuda' and x.dtype in _KERNEL_DTYPES and _init()
-
-
-# ----------------------------------------------------------------------------
 # Public op (same signature as stylegan2-ada-pytorch).
 
 
@@ -104,7 +89,7 @@ def bias_act(
     gain = float(gain if gain is not None else spec.def_gain)
     clamp = float(clamp if clamp is not None else -1)
     # Relu-like derivatives are read from the sign of y, which needs a non-negative slope.
-    if _use_cuda(x, impl) and not (act == 'lrelu' and alpha < 0):
+    if custom_ops.use_cuda_kernel(x, impl, _init) and not (act == 'lrelu' and alpha < 0):
         # Layout fixed outside the Function, so that autograd sees the copy (if any) and second order still flows.
         x = x.contiguous(memory_format=_memory_format(x))
         b = b.contiguous() if b is not None else None

@@ -32,21 +32,6 @@ def _init() -> bool:
 
 
 # ----------------------------------------------------------------------------
-# Which implementation serves a call: $SPINEGAN_OPS_IMPL=ref forces the reference everywhere, and dtypes
-# without a kernel (bfloat16) use it too.
-
-_KERNEL_DTYPES = (torch.float16, torch.float32, torch.float64)
-
-
-def _use_cuda(x: torch.Tensor, impl: str) -> bool:
-    if impl not in ('cuda', 'auto', 'ref'):
-        raise ValueError(f"impl must be 'cuda', 'auto' or 'ref', got {impl!r}")
-    if impl == 'ref' or os.environ.get('SPINEGAN_OPS_IMPL', '') == 'ref':
-        return False
-    return x.device.type == 'cuda' and x.dtype in _KERNEL_DTYPES and _init()
-
-
-# ----------------------------------------------------------------------------
 # Argument parsing: scaling int or [x, y]; padding int, [x, y] or [x0, x1, y0, y1]; filter size as (fw, fh).
 
 
@@ -147,7 +132,7 @@ def upfirdn2d(
     assert isinstance(x, torch.Tensor) and x.ndim == 4
     if f is None:
         f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
-    if _use_cuda(x, impl):
+    if custom_ops.use_cuda_kernel(x, impl, _init):
         return _upfirdn2d_cuda(up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain).apply(x, f)
     return _upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
 

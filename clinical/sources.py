@@ -1,0 +1,307 @@
+"""Radiograph sources for dataset_tool.py: lazily loaded, labelled items from a VinDr tree, the phantom, a folder
+of images or an existing dataset, plus the decoding and squaring every image goes through.
+
+Problems with the source itself raise click errors naming the flag (exit 2, one line), as the CLI reports them.
+"""
+
+import csv
+import dataclasses
+import io
+import os
+import zipfile
+from collections.abc import Callable, Iterator
+
+import click
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+
+import dnnlib
+from clinical import labels as schema_lib
+from clinical.dicom_io import DicomReadError, read_dicom, read_vindr_annotations, vindr_image_path
+from clinical.phantom import make_phantom
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.dcm', '.dicom')
+DICOM_EXTENSIONS = ('.dcm', '.dicom')
+Label = int | list[float] | None
+
+
+# ----------------------------------------------------------------------------
+# Errors. Conversion problems exit with code 2 like usage errors, with one line naming the file.
+
+
+class ConversionError(click.ClickException):
+    exit_code = 2
+
+
+class SkipItem(Exception):  # A label-level reason to leave an image out (always reported, never fatal).
+    pass
+
+
+# ----------------------------------------------------------------------------
+# A source: lazily loaded items plus class metadata and the skips found while listing it.
+
+
+@dataclasses.dataclass
+class Item:
+    name: str  # Shown in errors and in the summary.
+    load: Callable[[], tuple[np.ndarray, Label]]  # -> (float32 [H, W] in [0, 1], label); raises on failure.
+
+
+@dataclasses.dataclass
+class Source:
+    items: list[Item]
+    class_names: list[str] | None
+    schema: str | None
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------
+# Any supported image file (or bytes) -> float32 [H, W] in [0, 1]; 16-bit data scaled as floats.
+
+
+def decode_image(path: str, data: bytes | None = None) -> np.ndarray:
+    """Decode DICOM, PNG (8/16-bit), JPEG, BMP or TIFF to a float32 grayscale image in [0, 1]."""
+    if path.lower().endswith(DICOM_EXTENSIONS):
+        if data is not None:
+            raise DicomReadError('DICOM inside a dataset archive is not supported')
+        return read_dicom(path)
+    with PIL.Image.open(io.BytesIO(data) if data is not None else path) as image:
+        image = PIL.ImageOps.exif_transpose(image)
+        if image.mode.startswith('I'):  # 16-bit PNG/TIFF: full uint16 range -> [0, 1].
+            return np.clip(np.asarray(image, dtype=np.float64) / 65535, 0, 1).astype(np.float32)
+        if image.mode == 'F':
+            return np.clip(np.asarray(image, dtype=np.float32), 0, 1)
+        if image.mode != 'L':
+            image = image.convert('L')
+        return np.asarray(image, dtype=np.float32) / 255
+
+
+# ----------------------------------------------------------------------------
+# Square crop or pad, area/Lanczos resampling in float, rounding to 8 bits once at the end.
+
+
+def to_square_uint8(image: np.ndarray, resolution: int, transform: str, resample: str) -> np.ndarray:
+    h, w = image.shape
+    if transform == 'center-crop':
+        s = min(h, w)
+        image = image[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
+    else:  # pad-to-square: black borders keep the whole film and its aspect ratio.
+        s = max(h, w)
+        canvas = np.zeros((s, s), dtype=np.float32)
+        canvas[(s - h) // 2 : (s - h) // 2 + h, (s - w) // 2 : (s - w) // 2 + w] = image
+        image = canvas
+    if image.shape[0] != resolution:
+        down = image.shape[0] > resolution
+        method = PIL.Image.BOX if resample == 'area' and down else PIL.Image.LANCZOS
+        pil = PIL.Image.fromarray(np.ascontiguousarray(image, dtype=np.float32), mode='F')
+        image = np.asarray(pil.resize((resolution, resolution), method), dtype=np.float32)
+    return np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------
+# vindr:ROOT -> items labelled by the shared schema rules.
+
+
+def open_vindr(root: str, split: str, schema: str, multi_lesion: str) -> Source:
+    csv_path = os.path.join(root, 'annotations', f'{split}.csv')
+    if not os.path.isfile(csv_path):
+        raise click.BadParameter(f'{csv_path} not found (expected a VinDr-SpineXR tree)', param_hint='--source')
+    try:
+        findings = read_vindr_annotations(csv_path)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint='--source') from None
+    source = Source([], schema_lib.class_names(schema), schema)
+    for image_id, rows in findings.items():
+        path = vindr_image_path(root, split, image_id)
+        label = _vindr_label(image_id, [t for t, _box in rows], schema, multi_lesion)
+        if label is None:
+            source.skipped.append((image_id, 'several lesion types (--multi-lesion drop)'))
+            continue
+        source.items.append(Item(os.path.relpath(path, root), lambda p=path, y=label: (decode_image(p), y)))
+    image_dir = os.path.dirname(vindr_image_path(root, split, 'x'))
+    for fname in sorted(os.listdir(image_dir)) if os.path.isdir(image_dir) else []:
+        if os.path.splitext(fname)[0] not in findings:
+            source.skipped.append((fname, f'no rows in annotations/{split}.csv'))
+    return source
+
+
+def _vindr_label(image_id: str, lesion_types: list[str], schema: str, multi_lesion: str) -> Label:
+    try:
+        return schema_lib.label_for_image(lesion_types, schema, multi_lesion)
+    except schema_lib.MultiLesionError as e:
+        raise ConversionError(f'{image_id}: {e} (--multi-lesion error)') from None
+    except ValueError as e:
+        raise ConversionError(f'{image_id}: {e}') from None
+
+
+# ----------------------------------------------------------------------------
+# phantom:N -> items rendered at the output resolution; labels follow the same rules as vindr.
+
+
+def open_phantom(count: int, seed: int, resolution: int, schema: str, multi_lesion: str, **kwargs) -> Source:
+    def load(index):
+        phantom = make_phantom(seed, index, resolution, **kwargs)
+        label = _vindr_label(f'phantom {index}', phantom.lesion_types, schema, multi_lesion)
+        if label is None:
+            raise SkipItem('several lesion types (--multi-lesion drop)')
+        return phantom.image, label
+
+    items = [Item(f'phantom:{index}', lambda i=index: load(i)) for index in range(count)]
+    return Source(items, schema_lib.class_names(schema), schema)
+
+
+# ----------------------------------------------------------------------------
+# A folder of images: labels.csv, one sub-folder per class, or unlabelled.
+
+
+def open_folder(path: str, file_column: str, label_column: str, class_names: list[str] | None) -> Source:
+    csv_path = os.path.join(path, 'labels.csv')
+    if os.path.isfile(csv_path):
+        return _open_labels_csv(path, csv_path, file_column, label_column, class_names)
+    files = sorted(_walk_images(path))
+    if not files:
+        raise click.BadParameter(f'no images ({", ".join(IMAGE_EXTENSIONS)}) found in {path}', param_hint='--source')
+    folders = sorted({f.split('/')[0] for f in files if '/' in f})
+    if folders and all('/' in f for f in files):  # One sub-folder per class.
+        items = [_file_item(path, f, folders.index(f.split('/')[0])) for f in files]
+        return Source(items, class_names or folders, 'folders')
+    return Source([_file_item(path, f, None) for f in files], None, None)
+
+
+def _walk_images(path: str) -> Iterator[str]:
+    for root, _dirs, files in os.walk(path):
+        for fname in files:
+            if fname.lower().endswith(IMAGE_EXTENSIONS):
+                yield os.path.relpath(os.path.join(root, fname), path).replace(os.sep, '/')
+
+
+def _file_item(root: str, relpath: str, label: Label) -> Item:
+    return Item(relpath, lambda: (decode_image(os.path.join(root, relpath)), label))
+
+
+def _open_labels_csv(path, csv_path, file_column, label_column, class_names) -> Source:
+    with open(csv_path, newline='', encoding='utf-8') as f:
+        reader = csv.DictReader(f)
+        rows, columns = list(reader), reader.fieldnames or []
+    for column, flag in ((file_column, '--file-column'), (label_column, '--label-column')):
+        if column not in columns:
+            raise click.BadParameter(
+                f'{csv_path} has no column {column!r} (columns: {", ".join(columns)})', param_hint=flag
+            )
+    if not rows:
+        raise click.BadParameter(f'{csv_path} lists no images', param_hint='--source')
+    values = [row[label_column].strip() for row in rows]
+    if all(v.lstrip('-').isdigit() for v in values):
+        indices = [int(v) for v in values]
+        names = (
+            class_names or _names_from_column(rows, label_column, indices) or [str(i) for i in range(max(indices) + 1)]
+        )
+    else:
+        names = class_names or sorted(set(values))
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise click.BadParameter(f'labels {unknown} are not in --class-names', param_hint='--class-names')
+        indices = [names.index(v) for v in values]
+    items = [_file_item(path, row[file_column], index) for row, index in zip(rows, indices)]
+    return Source(items, names, f'csv:{label_column}')
+
+
+def _names_from_column(rows, label_column, indices) -> list[str] | None:
+    name_column = f'{label_column}_name'  # e.g. label -> label_name, when present and consistent.
+    if name_column not in rows[0]:
+        return None
+    mapping = {}
+    for row, index in zip(rows, indices):
+        if mapping.setdefault(index, row[name_column]) != row[name_column]:
+            return None
+    return [mapping.get(i, str(i)) for i in range(max(indices) + 1)]
+
+
+# ----------------------------------------------------------------------------
+# An existing dataset (zip or folder with dataset.json): re-size, relabel, subset.
+
+
+def open_dataset(path: str) -> Source:
+    is_zip = zipfile.is_zipfile(path)
+    archive = zipfile.ZipFile(path) if is_zip else None
+    names = archive.namelist() if is_zip else list(_walk_images(path))
+    meta = schema_lib.read_dataset_json(path) if (not is_zip or 'dataset.json' in names) else {}
+    label_of = dict(meta.get('labels') or [])
+    files = sorted(n for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
+    if not files:
+        raise click.BadParameter(f'no images found in {path}', param_hint='--source')
+
+    def load(fname):
+        data = archive.read(fname) if is_zip else None
+        return decode_image(fname if is_zip else os.path.join(path, fname), data), label_of.get(fname)
+
+    items = [Item(f, lambda f=f: load(f)) for f in files]
+    return Source(items, schema_lib.class_names_from_dataset_json(meta), meta.get('label_schema'))
+
+
+# ----------------------------------------------------------------------------
+# --labels on a folder or dataset source: none drops labels, a schema relabels through the class names.
+
+
+def relabel_source(source: Source, schema: str, multi_lesion: str) -> Source:
+    if schema == 'none':
+        items = [Item(it.name, lambda it=it: (it.load()[0], None)) for it in source.items]
+        return Source(items, None, None, source.skipped)
+    if source.class_names is None:
+        raise click.BadParameter('the source has no labels to derive them from', param_hint='--labels')
+    names = source.class_names
+
+    def load(item):
+        image, label = item.load()
+        if label is None:
+            raise SkipItem('no label in the source')
+        try:
+            new = schema_lib.relabel(label, names, schema, multi_lesion)
+        except schema_lib.MultiLesionError as e:
+            raise ConversionError(f'{item.name}: {e} (--multi-lesion error)') from None
+        if new is None:
+            raise SkipItem('several lesion types (--multi-lesion drop)')
+        return image, new
+
+    try:
+        schema_lib.relabel(0, names, schema, multi_lesion)  # Fail early if the classes cannot map.
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint='--labels') from None
+    items = [Item(it.name, lambda it=it: load(it)) for it in source.items]
+    return Source(items, schema_lib.class_names(schema), schema, source.skipped)
+
+
+# ----------------------------------------------------------------------------
+# --source parsing: vindr:ROOT, phantom:N, a dataset (zip, or folder with dataset.json), or an image folder.
+
+
+def open_source(spec: str, opts: dnnlib.EasyDict) -> Source:
+    schema = opts.labels or 'abnormal'
+    if spec.startswith(('vindr:', 'phantom:')) and schema == 'none':
+        raise click.BadParameter('vindr: and phantom: sources need a label schema', param_hint='--labels')
+    if spec.startswith('vindr:'):
+        root = os.path.expanduser(spec[len('vindr:') :])
+        if not os.path.isdir(root):
+            raise click.BadParameter(f'{root} is not a folder', param_hint='--source')
+        return open_vindr(root, opts.split, schema, opts.multi_lesion)
+    if spec.startswith('phantom:'):
+        kwargs = dict(prevalence=opts.prevalence, multi_lesion_rate=opts.multi_rate)
+        return open_phantom(phantom_count(spec), opts.seed, opts.resolution, schema, opts.multi_lesion, **kwargs)
+    path = os.path.expanduser(spec)
+    if not os.path.exists(path):
+        raise click.BadParameter(f'{path} does not exist', param_hint='--source')
+    if zipfile.is_zipfile(path) or os.path.isfile(os.path.join(path, 'dataset.json')):
+        source = open_dataset(path)
+    elif os.path.isdir(path):
+        source = open_folder(path, opts.file_column, opts.label_column, opts.class_names)
+    else:
+        raise click.BadParameter(f'{path} is neither a folder nor a dataset zip', param_hint='--source')
+    return relabel_source(source, opts.labels, opts.multi_lesion) if opts.labels else source
+
+
+def phantom_count(spec: str) -> int:
+    count = spec[len('phantom:') :]
+    if not count.isdigit() or int(count) < 1:
+        raise click.BadParameter(f'expected phantom:N with N >= 1, got {spec!r}', param_hint='--source')
+    return int(count)
