@@ -1,6 +1,7 @@
 """Test-wide settings: one CPU thread (tiny tensors run fastest that way, and runs stay bit-reproducible)."""
 
 import os
+import sys
 
 import pytest
 import torch
@@ -13,3 +14,25 @@ def _single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def spawn_workers(tmp_path):
+    """Run `run(rank, tmp_dir)` from the given module source in `nprocs` spawned processes.
+
+    The worker is written to a file because spawned processes re-import it by name, which test modules
+    loaded in importlib mode cannot be.
+    """
+
+    def spawn(module_source, nprocs=2):
+        (tmp_path / '_spawned_worker.py').write_text(module_source)
+        sys.path.insert(0, str(tmp_path))
+        try:
+            import _spawned_worker
+
+            torch.multiprocessing.spawn(_spawned_worker.run, args=(str(tmp_path),), nprocs=nprocs)
+        finally:
+            sys.path.remove(str(tmp_path))
+            sys.modules.pop('_spawned_worker', None)
+
+    return spawn

@@ -1,6 +1,5 @@
 """torch_utils.misc: constant cache, shape checks, sampler, parameter copying, DDP helpers, summary."""
 
-import sys
 import textwrap
 
 import numpy as np
@@ -176,16 +175,8 @@ _DDP_WORKER = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_check_ddp_consistency_with_two_gloo_processes(tmp_path):
-    (tmp_path / 'ddp_consistency_worker.py').write_text(_DDP_WORKER)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import ddp_consistency_worker
-
-        torch.multiprocessing.spawn(ddp_consistency_worker.run, args=(str(tmp_path),), nprocs=2)
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop('ddp_consistency_worker', None)
+def test_check_ddp_consistency_with_two_gloo_processes(tmp_path, spawn_workers):
+    spawn_workers(_DDP_WORKER)
     results = [(tmp_path / f'rank{rank}.txt').read_text() for rank in range(2)]
     assert results[0] == 'no error'  # Rank 0 compares with itself.
     assert results[1] == 'DDP inconsistency in Linear.bias'

@@ -1,7 +1,6 @@
 """torch_utils.training_stats: moments, collectors, and the cross-rank all-reduce over a real gloo group."""
 
 import math
-import sys
 import textwrap
 
 import numpy as np
@@ -98,18 +97,10 @@ _WORKER = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_stats_are_reduced_across_two_gloo_processes(tmp_path):
+def test_stats_are_reduced_across_two_gloo_processes(tmp_path, spawn_workers):
     import json
 
-    (tmp_path / 'training_stats_worker.py').write_text(_WORKER)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import training_stats_worker
-
-        torch.multiprocessing.spawn(training_stats_worker.run, args=(str(tmp_path),), nprocs=2)
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop('training_stats_worker', None)
+    spawn_workers(_WORKER)
 
     readouts = [json.loads((tmp_path / f'rank{rank}.json').read_text()) for rank in range(2)]
     assert readouts[0] == readouts[1]  # Every rank sees the same global statistics.
