@@ -52,7 +52,7 @@ def time_training(config):
     if config.get('threads'):
         torch.set_num_threads(config['threads'])
     torch.manual_seed(0)
-    conv2d_gradfix.enabled = grid_sample_gradfix.enabled = True
+    conv2d_gradfix.enabled = grid_sample_gradfix.enabled = True  # Official defaults are False; its loop sets them.
     dims = dict(c_dim=0, img_resolution=config['res'], img_channels=config['channels'])
     G = networks.Generator(**config['G_kwargs'], **dims).train().requires_grad_(False).to(device)
     D = networks.Discriminator(**config['D_kwargs'], **dims).train().requires_grad_(False).to(device)

@@ -18,7 +18,6 @@ import torch
 
 import dnnlib
 from torch_utils import misc, training_stats
-from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
 from training import checkpoint, reporting
 from training.dataset import ResumableSampler
 
@@ -139,8 +138,6 @@ def setup_device(opts):
     torch.backends.cudnn.benchmark = opts.cudnn_benchmark
     torch.backends.cuda.matmul.allow_tf32 = opts.allow_tf32
     torch.backends.cudnn.allow_tf32 = opts.allow_tf32
-    conv2d_gradfix.enabled = True  # Faster; also needed for R1/PL double backward with no_weight_gradients.
-    grid_sample_gradfix.enabled = True  # Double backward through the augmentation pipe.
     if opts.batch_size % (opts.batch_gpu * opts.num_gpus) != 0:
         raise ValueError(f'batch_size {opts.batch_size} must be a multiple of batch_gpu * num_gpus')
     return device
