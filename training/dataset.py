@@ -237,13 +237,7 @@ class ImageFolderDataset(Dataset):
         if 'dataset.json' not in self._all_fnames:
             return {}
         with self._open_file('dataset.json') as f:
-            try:
-                metadata = json.load(f)
-            except json.JSONDecodeError as err:
-                raise ValueError(f'{self._path}: dataset.json is not valid JSON ({err})') from None
-        if not isinstance(metadata, dict):
-            raise ValueError(f'{self._path}: dataset.json must hold a JSON object')
-        return metadata
+            return parse_dataset_json(f, self._path)
 
     def _scan_image_shape(self):
         # Read every header (cheap: PIL decodes lazily) so mixed data fails here, not mid-training.
@@ -304,6 +298,42 @@ class ImageFolderDataset(Dataset):
     def metadata(self):
         """Every key of dataset.json except the (large) label list."""
         return {key: value for key, value in self._metadata.items() if key != 'labels'}
+
+
+# ----------------------------------------------------------------------------
+# dataset.json: the one reader (training, dataset_tool, generate, classify and the metrics all use it).
+
+
+def read_dataset_metadata(path: str) -> dict:
+    """Parsed dataset.json of a dataset folder, a dataset zip, or the JSON file itself.
+
+    Raises:
+        FileNotFoundError: no dataset.json there.
+        ValueError: not valid JSON, or not a JSON object.
+    """
+    if os.path.isdir(path):
+        path = os.path.join(path, 'dataset.json')
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            if 'dataset.json' not in z.namelist():
+                raise FileNotFoundError(f'{path} has no dataset.json')
+            with z.open('dataset.json') as f:
+                return parse_dataset_json(f, path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'{path}: no such dataset.json')
+    with open(path, 'rb') as f:
+        return parse_dataset_json(f, path)
+
+
+def parse_dataset_json(f, where: str) -> dict:
+    """dataset.json from an open binary file; `where` names the dataset in errors."""
+    try:
+        metadata = json.loads(f.read().decode('utf-8-sig'))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f'{where}: dataset.json is not valid JSON ({err})') from None
+    if not isinstance(metadata, dict):
+        raise ValueError(f'{where}: dataset.json must hold a JSON object')
+    return metadata
 
 
 # ----------------------------------------------------------------------------

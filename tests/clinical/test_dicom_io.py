@@ -57,7 +57,7 @@ def raw_dicom(path, stored, photometric, bits, window=None, lut=None, rescale=No
     return path
 
 
-@pytest.mark.parametrize('photometric, bits', itertools.product(['MONOCHROME1', 'MONOCHROME2'], [12, 16]))
+@pytest.mark.parametrize('photometric, bits', list(itertools.product(['MONOCHROME1', 'MONOCHROME2'], [12, 16])))
 @pytest.mark.parametrize('voi', ['none', 'window', 'lut'])
 def test_bone_is_bright_in_both_photometric_interpretations(tmp_path, photometric, bits, voi):
     truth = truth_image()
