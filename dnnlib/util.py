@@ -31,6 +31,17 @@ class EasyDict(dict):
 
 
 # ----------------------------------------------------------------------------
+# A problem with the user's input (flag, file, data), raised by any layer below the CLIs. The CLIs turn it
+# into a one-line usage error (exit 2) naming `param`, e.g. '--data' or '--resume'.
+
+
+class UserError(ValueError):
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+# ----------------------------------------------------------------------------
 # Human-readable durations, as in the progress lines of the training loop.
 
 
