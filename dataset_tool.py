@@ -11,6 +11,7 @@ Examples:
 """
 
 import collections
+import contextlib
 import os
 import shutil
 import tempfile
@@ -20,10 +21,9 @@ from tqdm import tqdm
 
 import dnnlib
 from clinical import labels as schema_lib
-from clinical.dataset_writer import DatasetWriter, convert, write_preview
+from clinical.data import ConversionError, DatasetWriter, Source, convert, open_source, phantom_count, write_preview
 from clinical.dicom_io import write_vindr_tree
 from clinical.phantom import make_phantom
-from clinical.sources import ConversionError, Source, open_source, phantom_count
 
 TRANSFORMS = ['center-crop', 'pad-to-square']
 LABEL_CHOICES = ['abnormal', 'lesion', 'lesion-multi', 'none']
@@ -77,6 +77,50 @@ def export_vindr_tree(count: int, dest: str, opts: dnnlib.EasyDict) -> None:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     click.echo(f'Wrote {written} phantom DICOMs ({shape[1]}x{shape[0]}) and annotations/{opts.split}.csv to {dest}')
+
+
+# ----------------------------------------------------------------------------
+# The conversion behind main, once the options are checked: open the source, write it, preview, summarize.
+
+
+def convert_source(opts: dnnlib.EasyDict) -> None:
+    if opts.vindr_tree:
+        return export_vindr_tree(phantom_count(opts.source), opts.dest, opts)
+    source = open_source(opts.source, opts)
+    writer, preview = (DatasetWriter(opts.dest) if opts.dest else None), {}
+    try:
+        result = convert(source, writer, opts, preview)
+        if not result['labels']:
+            print_summary(result, source, None, opts.resolution)
+            raise ConversionError('no images were written (every image was skipped)')
+        if writer is not None:
+            writer.commit(result['labels'], source.class_names, source.schema)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if opts.preview:
+        write_preview(opts.preview, preview, source.class_names, opts.preview_per_class, opts.resolution)
+    print_summary(result, source, opts.dest, opts.resolution)
+
+
+# ----------------------------------------------------------------------------
+# Domain errors -> one click error line, exit 2: "Invalid value for --flag: ..." when the error names a flag,
+# a bare "Error: ..." (a conversion problem naming the image) when it does not.
+
+
+class _DataError(click.ClickException):
+    exit_code = 2  # Like click's usage errors; a plain ClickException exits with 1.
+
+
+@contextlib.contextmanager
+def _user_errors_as_click():
+    try:
+        yield
+    except dnnlib.UserError as err:
+        if err.param is None:
+            raise _DataError(str(err)) from err
+        raise click.BadParameter(str(err), param_hint=err.param) from err
 
 
 # ----------------------------------------------------------------------------
@@ -159,24 +203,8 @@ def main(**kwargs):
     opts = dnnlib.EasyDict(kwargs)
     opts.class_names = [n.strip() for n in opts.class_names.split(',')] if opts.class_names else None
     _check_dest(opts.dest, opts.preview, opts.vindr_tree, opts.source)
-    if opts.vindr_tree:
-        return export_vindr_tree(phantom_count(opts.source), opts.dest, opts)
-    source = open_source(opts.source, opts)
-    writer, preview = (DatasetWriter(opts.dest) if opts.dest else None), {}
-    try:
-        result = convert(source, writer, opts, preview)
-        if not result['labels']:
-            print_summary(result, source, None, opts.resolution)
-            raise ConversionError('no images were written (every image was skipped)')
-        if writer is not None:
-            writer.commit(result['labels'], source.class_names, source.schema)
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    if opts.preview:
-        write_preview(opts.preview, preview, source.class_names, opts.preview_per_class, opts.resolution)
-    print_summary(result, source, opts.dest, opts.resolution)
+    with _user_errors_as_click():
+        convert_source(opts)
 
 
 if __name__ == '__main__':

@@ -6,12 +6,9 @@ Examples:
     python generate.py --network=snap.pkl --seeds=0-3 --class=0,1,0,0,1,0,0,0 --outdir=out   # multi-label
 """
 
-import json
 import math
 import os
-import pickle
 import re
-import zipfile
 
 import click
 import numpy as np
@@ -19,6 +16,9 @@ import PIL.Image
 import torch
 
 import dnnlib
+from clinical.labels import resolve_class
+from training import checkpoint
+from training.dataset import read_dataset_metadata
 
 # ----------------------------------------------------------------------------
 # "0-7,10" -> [0, 1, ..., 7, 10].
@@ -43,12 +43,9 @@ def parse_range(text):
 
 def load_network(network_pkl, device):
     try:
-        with dnnlib.util.open_url(network_pkl, verbose=False) as f:
-            data = pickle.load(f)
-    except (OSError, pickle.UnpicklingError, EOFError) as err:
-        raise click.BadParameter(f'{network_pkl}: cannot load ({err})', param_hint='--network') from None
-    if not isinstance(data, dict) or 'G_ema' not in data:
-        raise click.BadParameter(f'{network_pkl}: not a network snapshot (no G_ema)', param_hint='--network')
+        data = checkpoint.load_snapshot(network_pkl)
+    except dnnlib.UserError as err:
+        raise click.BadParameter(str(err), param_hint=err.param) from None
     G = data['G_ema'].eval().requires_grad_(False).to(device)
     return G, data
 
@@ -60,19 +57,13 @@ def snapshot_class_names(data):
         return list(names)
     path = (data.get('training_set_kwargs') or {}).get('path')
     try:
-        if path and os.path.isdir(path):
-            with open(os.path.join(path, 'dataset.json')) as f:
-                return json.load(f).get('class_names')
-        if path and zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as z, z.open('dataset.json') as f:
-                return json.load(f).get('class_names')
-    except (OSError, KeyError, ValueError):
-        pass
-    return None
+        return read_dataset_metadata(path).get('class_names') if path else None
+    except (OSError, ValueError):
+        return None
 
 
 # ----------------------------------------------------------------------------
-# --class: an index ("3"), a label vector ("0,1,0,1"), or a class name (via clinical.labels when present).
+# --class: an index ("3"), a label vector ("0,1,0,1"), or a class name (clinical.labels.resolve_class).
 
 
 def make_label(class_spec, c_dim, class_names):
@@ -113,24 +104,15 @@ def check_vector(vector, c_dim):
 
 
 def resolve_class_names(spec, class_names):
-    """Name(s) -> label vector, via clinical.labels.resolve_class when available (aliases, multi-hot lists)."""
+    """Name(s) -> label vector through the one schema module (aliases, multi-hot lists)."""
     if not class_names:
         raise click.BadParameter(
             f'{spec!r}: no class names stored with this snapshot; use an index', param_hint='--class'
         )
     try:
-        from clinical import labels as clinical_labels  # Upper layer; optional hook for schema-aware names.
-    except ImportError:
-        clinical_labels = None
-    if clinical_labels is not None and hasattr(clinical_labels, 'resolve_class'):
-        try:
-            return np.asarray(clinical_labels.resolve_class(spec, class_names), dtype=np.float32).ravel()
-        except (ValueError, KeyError) as err:
-            raise click.BadParameter(str(err), param_hint='--class') from None
-    lowered = [str(name).lower() for name in class_names]
-    if spec.lower() not in lowered:
-        raise click.BadParameter(f'unknown class {spec!r}; known: {", ".join(class_names)}', param_hint='--class')
-    return one_hot(lowered.index(spec.lower()), len(class_names))
+        return np.asarray(resolve_class(spec, class_names), dtype=np.float32).ravel()
+    except (ValueError, KeyError) as err:
+        raise click.BadParameter(str(err), param_hint='--class') from None
 
 
 # ----------------------------------------------------------------------------

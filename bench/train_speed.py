@@ -22,9 +22,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def make_config(cfg, res, batch, channels, steps, warmup, device, aug):
     sys.path.insert(0, REPO_ROOT)
-    import train
+    from training import config
 
-    spec = train.resolve_auto_preset(train.CONFIG_PRESETS[cfg], res, 1)
+    spec = config.resolve_auto_preset(config.CONFIG_PRESETS[cfg], res, 1)
     batch = batch or spec.batch
     fp16_res = 4 if device == 'cuda' else 0
     mbstd = min(spec.mbstd_group, batch)
@@ -33,7 +33,7 @@ def make_config(cfg, res, batch, channels, steps, warmup, device, aug):
         res=res, channels=channels, batch=batch, steps=steps, warmup=warmup, device=device, lr=spec.lr,
         G_kwargs=dict(z_dim=512, w_dim=512, mapping_kwargs=dict(num_layers=spec.map_layers), synthesis_kwargs=common),
         D_kwargs=dict(architecture=spec.d_architecture, epilogue_kwargs=dict(mbstd_group_size=mbstd), **common),
-        augment_kwargs=dict(train.augpipe_specs['bgc']) if aug == 'ada' else None,
+        augment_kwargs=dict(config.augpipe_specs['bgc']) if aug == 'ada' else None,
         loss_kwargs=dict(r1_gamma=spec.gamma, pl_weight=spec.pl_weight, style_mixing_prob=spec.style_mixing),
     )  # fmt: skip
 

@@ -5,10 +5,7 @@ single "No finding" row without a box. The study's original rule (abnormal iff t
 an image is abnormal as soon as one row names a lesion.
 """
 
-import json
-import os
 import re
-import zipfile
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -197,27 +194,6 @@ def resolve_class(spec: int | str, class_names: Sequence[str], allow_multi: bool
 
 
 # ----------------------------------------------------------------------------
-# dataset.json of a dataset (folder, zip or the JSON itself) -> parsed dict.
-
-
-def read_dataset_json(path: str) -> dict:
-    """Parse dataset.json from a dataset folder, a dataset zip or the JSON file itself.
-
-    Raises:
-        FileNotFoundError: no dataset.json there.
-    """
-    if os.path.isdir(path):
-        path = os.path.join(path, 'dataset.json')
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            if 'dataset.json' not in z.namelist():
-                raise FileNotFoundError(f'{path} has no dataset.json')
-            return json.loads(z.read('dataset.json'))
-    with open(path, encoding='utf-8') as f:
-        return json.load(f)
-
-
-# ----------------------------------------------------------------------------
 # Class names of a dataset, with generic names ("0", "1", ...) for datasets written without them.
 
 
@@ -225,9 +201,18 @@ def class_names_from_dataset_json(source: str | dict) -> list[str] | None:
     """Class names stored by dataset_tool, else '0'..'K-1' from the label dimension, else None (unlabelled).
 
     Args:
-        source: A parsed dataset.json dict, or a path accepted by `read_dataset_json`.
+        source: A parsed dataset.json dict, or a dataset folder, zip or dataset.json path.
+
+    Raises:
+        FileNotFoundError: a path with no dataset.json.
+        ValueError: a dataset.json that is not valid JSON, or not a JSON object.
     """
-    meta = source if isinstance(source, dict) else read_dataset_json(source)
+    if isinstance(source, dict):
+        meta = source
+    else:
+        from training.dataset import read_dataset_metadata  # Here, so the schemas (and the phantom) need no torch.
+
+        meta = read_dataset_metadata(source)
     if meta.get('class_names'):
         return [str(name) for name in meta['class_names']]
     labels = meta.get('labels')

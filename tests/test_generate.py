@@ -1,12 +1,9 @@
 """generate.py: grid from a snapshot in a fresh process, classes by index/name/vector, per-seed determinism."""
 
-import io
-import json
 import os
 import pickle
 import subprocess
 import sys
-import zipfile
 
 import click
 import numpy as np
@@ -25,29 +22,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
-def snapshot(tmp_path_factory):
+def snapshot(tmp_path_factory, tiny_dataset, tiny_training_kwargs):
     root = tmp_path_factory.mktemp('gen')
-    data = str(root / 'data.zip')
-    with zipfile.ZipFile(data, 'w') as z:
-        for i in range(8):
-            buf = io.BytesIO()
-            PIL.Image.fromarray(np.full([16, 16], i * 30, np.uint8), 'L').save(buf, format='PNG')
-            z.writestr(f'img{i}.png', buf.getvalue())
-        labels = [[f'img{i}.png', i % 2] for i in range(8)]
-        z.writestr('dataset.json', json.dumps(dict(labels=labels, class_names=['normal', 'abnormal'])))
-    small = dict(channel_base=256, channel_max=16)
-    adam = dict(class_name='torch.optim.Adam', lr=0.002, betas=[0.0, 0.99])
-    training_loop.training_loop(
-        run_dir=str(root), device='cpu', total_kimg=0.004, kimg_per_tick=1, batch_size=4, batch_gpu=4,
-        training_set_kwargs=dict(class_name='training.dataset.ImageFolderDataset', path=data, use_labels=True),
-        data_loader_kwargs=dict(num_workers=0),
-        G_kwargs=dict(
-            class_name='training.networks.Generator', z_dim=16, w_dim=16, mapping_kwargs=dict(num_layers=2),
-            synthesis_kwargs=small,
-        ),
-        D_kwargs=dict(class_name='training.networks.Discriminator', epilogue_kwargs=dict(mbstd_group_size=4), **small),
-        G_opt_kwargs=adam, D_opt_kwargs=adam, loss_kwargs=dict(class_name='training.loss.StyleGAN2Loss'),
-    )  # fmt: skip
+    flat = lambda i, size, rnd: np.full([size, size], i * 30, np.uint8)
+    data = tiny_dataset(8, path=root / 'data.zip', image=flat, names='img{i}.png', class_names=['normal', 'abnormal'])
+    training_loop.training_loop(**tiny_training_kwargs(root, data, total_kimg=0.004, kimg_per_tick=1))
     return str(root / 'network-snapshot-000000.pkl')
 
 

@@ -1,6 +1,5 @@
 """train.py: usage errors, a conditional ADA run, SIGKILL + --resume, and two gloo ranks on CPU."""
 
-import io
 import json
 import math
 import os
@@ -10,9 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-import zipfile
 
-import numpy as np
 import PIL.Image
 import pytest
 from click.testing import CliRunner
@@ -27,30 +24,13 @@ TINY = ['--cfg=cpu', '--channel-base=256', '--channel-max=16', '--batch=4', '--w
 # Datasets: 16 structured 16x16 grayscale images, two classes; optionally without labels or broken.
 
 
-def make_dataset(path, n=16, res=16, labels=True, sizes=None):
-    rnd = np.random.RandomState(0)
-    names = []
-    with zipfile.ZipFile(path, 'w') as z:
-        for i in range(n):
-            size = sizes[i] if sizes else res
-            yy, xx = np.mgrid[:size, :size] / size
-            img = 0.5 + 0.4 * np.sin(2 * np.pi * ((i % 2 + 1) * xx + rnd.rand())) * (yy if i % 2 else 1 - yy)
-            buf = io.BytesIO()
-            PIL.Image.fromarray((img * 255).astype(np.uint8), 'L').save(buf, format='PNG')
-            z.writestr(f'img{i:04d}.png', buf.getvalue())
-            names.append(f'img{i:04d}.png')
-        if labels:
-            z.writestr('dataset.json', json.dumps(dict(labels=[[name, i % 2] for i, name in enumerate(names)])))
-    return str(path)
-
-
 @pytest.fixture(scope='module')
-def data(tmp_path_factory):
+def data(tmp_path_factory, tiny_dataset):
     root = tmp_path_factory.mktemp('cli')
     return dict(
-        labelled=make_dataset(root / 'labelled.zip'),
-        unlabelled=make_dataset(root / 'unlabelled.zip', labels=False),
-        mixed=make_dataset(root / 'mixed.zip', n=2, sizes=[16, 32]),
+        labelled=tiny_dataset(path=root / 'labelled.zip'),
+        unlabelled=tiny_dataset(path=root / 'unlabelled.zip', labels=False),
+        mixed=tiny_dataset(2, path=root / 'mixed.zip', sizes=[16, 32]),
     )
 
 

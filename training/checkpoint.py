@@ -57,14 +57,11 @@ def describe_dataset(training_set):
 
 def capture_resume_state(opts, nets, loss, phases, progress):
     """Everything beyond the official snapshot keys that an exact continuation needs."""
-    loss_state = loss.state_dict()
     pending = loss.take_real_sign_stats()  # Consolidate pending ADA statistics on rank 0.
     if opts.num_gpus > 1:
         torch.distributed.all_reduce(pending)
     loss.real_sign_acc.copy_(pending if opts.rank == 0 else torch.zeros_like(pending))
-    loss_state['real_sign_acc'] = pending.cpu()
-    optimizers = {phase.name[0]: phase.opt.state_dict() for phase in phases}
-    return dict(
+    state = dict(
         cur_nimg=progress.cur_nimg,
         cur_tick=progress.cur_tick + 1,  # The state after this tick closes.
         batch_idx=progress.batch_idx,
@@ -72,11 +69,63 @@ def capture_resume_state(opts, nets, loss, phases, progress):
         num_gpus=opts.num_gpus,
         batch_size=opts.batch_size,
         random_seed=opts.random_seed,
-        augment_p=float(nets.augment_pipe.p.cpu()) if nets.augment_pipe is not None else None,
-        optimizers=to_cpu(optimizers),
-        loss=loss_state,
-        rng=capture_rng_state(),
     )
+    for name, obj in resumables(nets, loss, phases).items():
+        state[name] = to_cpu(obj.state_dict())
+    return state
+
+
+# ----------------------------------------------------------------------------
+# The registry of objects whose state goes into `resume_state`: name -> object with state_dict() and
+# load_state_dict(). A phase step with state (e.g. a privacy accountant) joins as 'step/<phase>'.
+
+
+def resumables(nets, loss, phases):
+    registry = dict(optimizers=_Optimizers(phases), loss=loss, augment_p=_AugmentP(nets.augment_pipe))
+    for phase in phases:
+        if hasattr(phase.step, 'state_dict'):
+            registry[f'step/{phase.name}'] = phase.step
+    registry['rng'] = _RandomState()  # Last, so that nothing restored after it draws random numbers.
+    return registry
+
+
+class _Optimizers:  # {'G': state, 'D': state}, one optimizer per network.
+    def __init__(self, phases):
+        self.opts = {phase.name[0]: phase.opt for phase in phases}
+
+    def state_dict(self):
+        return {name: opt.state_dict() for name, opt in self.opts.items()}
+
+    def load_state_dict(self, state):
+        for name, opt in self.opts.items():
+            opt.load_state_dict(state[name])
+
+
+class _AugmentP:  # ADA's p as a float (None without augmentation).
+    def __init__(self, augment_pipe):
+        self.pipe = augment_pipe
+
+    def state_dict(self):
+        return float(self.pipe.p.cpu()) if self.pipe is not None else None
+
+    def load_state_dict(self, p):
+        if self.pipe is not None and p is not None:
+            self.pipe.p.copy_(torch.as_tensor(p))
+
+
+class _RandomState:  # Python, numpy and torch (CPU and every CUDA device) generators.
+    def state_dict(self):
+        rng = dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate())
+        if torch.cuda.is_available():
+            rng['cuda'] = torch.cuda.get_rng_state_all()
+        return rng
+
+    def load_state_dict(self, rng):
+        torch.set_rng_state(rng['torch'])
+        np.random.set_state(rng['numpy'])
+        random.setstate(rng['python'])
+        if 'cuda' in rng and torch.cuda.is_available() and len(rng['cuda']) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(rng['cuda'])
 
 
 def to_cpu(obj):
@@ -90,11 +139,31 @@ def to_cpu(obj):
     return copy.deepcopy(obj)
 
 
-def capture_rng_state():
-    rng = dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate())
-    if torch.cuda.is_available():
-        rng['cuda'] = torch.cuda.get_rng_state_all()
-    return rng
+# ----------------------------------------------------------------------------
+# The one snapshot reader: unpickle, check it is a snapshot, fill the keys an official pickle lacks.
+
+SNAPSHOT_KEYS = ('G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs', 'dataset_info', 'resume_state')
+
+
+def load_snapshot(path: str, require: tuple = ('G_ema',), param: str | None = '--network') -> dict:
+    """Snapshot dict with every key of SNAPSHOT_KEYS (None where the pickle lacks it).
+
+    Pickles run code when loaded: read only snapshots from trusted sources.
+
+    Raises:
+        dnnlib.UserError: missing, truncated or foreign pickle, or one without the `require`d networks.
+    """
+    try:
+        with dnnlib.util.open_url(path, verbose=False) as f:
+            data = pickle.load(f)
+    except Exception as err:  # Truncated, foreign or broken pickles raise almost any exception type.
+        raise dnnlib.UserError(f'{path}: cannot load snapshot ({type(err).__name__}: {err})', param=param) from None
+    if not isinstance(data, dict):
+        raise dnnlib.UserError(f'{path}: not a network snapshot (holds a {type(data).__name__})', param=param)
+    for name in require:
+        if not isinstance(data.get(name), torch.nn.Module):
+            raise dnnlib.UserError(f'{path}: not a network snapshot (no network {name!r})', param=param)
+    return {key: None for key in SNAPSHOT_KEYS} | data
 
 
 # ----------------------------------------------------------------------------
@@ -105,8 +174,7 @@ def capture_rng_state():
 def load_networks(opts, nets):
     if opts.rank == 0:
         print(f'Resuming from "{opts.resume_pkl}"')
-    with dnnlib.util.open_url(opts.resume_pkl) as f:
-        resume_data = pickle.load(f)
+    resume_data = load_snapshot(opts.resume_pkl, require=('G', 'D', 'G_ema'), param='--resume')
     reinitialised = {}
     with torch.no_grad():
         for name in ('G', 'D', 'G_ema'):
@@ -138,29 +206,16 @@ def restore_training_state(state, opts, nets, loss, phases):
         return progress
     progress.update(cur_nimg=state['cur_nimg'], cur_tick=state['cur_tick'], batch_idx=state['batch_idx'])
     progress.tick_start_nimg = state['cur_nimg']
-    for phase in phases:
-        phase.opt.load_state_dict(state['optimizers'][phase.name[0]])
-    loss.load_state_dict(state['loss'])
+    for name, obj in resumables(nets, loss, phases).items():
+        if state.get(name) is not None:
+            obj.load_state_dict(state[name])
     if opts.rank != 0:
         loss.real_sign_acc.zero_()  # Rank 0 holds the all-reduced pending ADA statistics.
-    if nets.augment_pipe is not None and state.get('augment_p') is not None:
-        nets.augment_pipe.p.copy_(torch.as_tensor(state['augment_p']))
-    restore_rng_state(state.get('rng'))
     if opts.rank == 0:
         p = f', augment p {state["augment_p"]:.6f}' if state.get('augment_p') is not None else ''
         where = f'kimg {progress.cur_nimg / 1000:g} (tick {progress.cur_tick}, batch {progress.batch_idx}{p})'
         print(f'Continuing at {where}')
     return progress
-
-
-def restore_rng_state(rng):
-    if rng is None:
-        return
-    torch.set_rng_state(rng['torch'])
-    np.random.set_state(rng['numpy'])
-    random.setstate(rng['python'])
-    if 'cuda' in rng and torch.cuda.is_available() and len(rng['cuda']) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(rng['cuda'])
 
 
 # ----------------------------------------------------------------------------

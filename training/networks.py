@@ -69,20 +69,22 @@ def normalize_2nd_moment(x, dim=1, eps=1e-8):
 # per-sample weights and run them as a grouped conv ("fused").
 
 
+# fmt: off
 @misc.profiled_function
 def modulated_conv2d(
-    x,  # Input tensor of shape [batch_size, in_channels, in_height, in_width].
-    weight,  # Weight tensor of shape [out_channels, in_channels, kernel_height, kernel_width].
-    styles,  # Modulation coefficients of shape [batch_size, in_channels].
-    noise=None,  # Optional noise tensor to add to the output activations.
-    up=1,  # Integer upsampling factor.
-    down=1,  # Integer downsampling factor.
-    padding=0,  # Padding with respect to the upsampled image.
-    resample_filter=None,  # Low-pass filter to apply when resampling activations.
-    demodulate=True,  # Apply weight demodulation?
-    flip_weight=True,  # False = convolution, True = correlation (matches torch.nn.functional.conv2d).
-    fused_modconv=True,  # Perform modulation, convolution, and demodulation as a single fused operation?
+    x,                          # Input tensor of shape [batch_size, in_channels, in_height, in_width].
+    weight,                     # Weight tensor of shape [out_channels, in_channels, kernel_height, kernel_width].
+    styles,                     # Modulation coefficients of shape [batch_size, in_channels].
+    noise           = None,     # Optional noise tensor to add to the output activations.
+    up              = 1,        # Integer upsampling factor.
+    down            = 1,        # Integer downsampling factor.
+    padding         = 0,        # Padding with respect to the upsampled image.
+    resample_filter = None,     # Low-pass filter to apply when resampling activations.
+    demodulate      = True,     # Apply weight demodulation?
+    flip_weight     = True,     # False = convolution, True = correlation (matches torch.nn.functional.conv2d).
+    fused_modconv   = True,     # Perform modulation, convolution, and demodulation as a single fused operation?
 ):
+# fmt: on
     """Modulated convolution of StyleGAN2; returns [batch_size, out_channels, out_height, out_width]."""
     batch_size = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape
@@ -125,15 +127,17 @@ def modulated_conv2d(
 
 @persistence.persistent_class
 class FullyConnectedLayer(torch.nn.Module):
+    # fmt: off
     def __init__(
         self,
-        in_features,  # Number of input features.
-        out_features,  # Number of output features.
-        bias=True,  # Apply additive bias before the activation function?
-        activation='linear',  # Activation function: 'relu', 'lrelu', etc.
-        lr_multiplier=1,  # Learning rate multiplier.
-        bias_init=0,  # Initial value for the additive bias.
+        in_features,                # Number of input features.
+        out_features,               # Number of output features.
+        bias            = True,     # Apply additive bias before the activation function?
+        activation      = 'linear', # Activation function: 'relu', 'lrelu', etc.
+        lr_multiplier   = 1,        # Learning rate multiplier.
+        bias_init       = 0,        # Initial value for the additive bias.
     ):
+        # fmt: on
         super().__init__()
         self.activation = activation
         self.weight = torch.nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
@@ -159,20 +163,22 @@ class FullyConnectedLayer(torch.nn.Module):
 
 @persistence.persistent_class
 class Conv2dLayer(torch.nn.Module):
+    # fmt: off
     def __init__(
         self,
-        in_channels,  # Number of input channels.
-        out_channels,  # Number of output channels.
-        kernel_size,  # Width and height of the convolution kernel.
-        bias=True,  # Apply additive bias before the activation function?
-        activation='linear',  # Activation function: 'relu', 'lrelu', etc.
-        up=1,  # Integer upsampling factor.
-        down=1,  # Integer downsampling factor.
-        resample_filter=(1, 3, 3, 1),  # Low-pass filter to apply when resampling activations.
-        conv_clamp=None,  # Clamp the output to +-X, None = disable clamping.
-        channels_last=False,  # Expect the input to have memory_format=channels_last?
-        trainable=True,  # Update the weights of this layer during training?
+        in_channels,                    # Number of input channels.
+        out_channels,                   # Number of output channels.
+        kernel_size,                    # Width and height of the convolution kernel.
+        bias            = True,         # Apply additive bias before the activation function?
+        activation      = 'linear',     # Activation function: 'relu', 'lrelu', etc.
+        up              = 1,            # Integer upsampling factor.
+        down            = 1,            # Integer downsampling factor.
+        resample_filter = (1, 3, 3, 1), # Low-pass filter to apply when resampling activations.
+        conv_clamp      = None,         # Clamp the output to +-X, None = disable clamping.
+        channels_last   = False,        # Expect the input to have memory_format=channels_last?
+        trainable       = True,         # Update the weights of this layer during training?
     ):
+        # fmt: on
         super().__init__()
         self.activation = activation
         self.up = up
@@ -217,19 +223,21 @@ class Conv2dLayer(torch.nn.Module):
 
 @persistence.persistent_class
 class MappingNetwork(torch.nn.Module):
+    # fmt: off
     def __init__(
         self,
-        z_dim,  # Input latent (Z) dimensionality, 0 = no latent.
-        c_dim,  # Conditioning label (C) dimensionality, 0 = no label.
-        w_dim,  # Intermediate latent (W) dimensionality.
-        num_ws,  # Number of intermediate latents to output, None = do not broadcast.
-        num_layers=8,  # Number of mapping layers.
-        embed_features=None,  # Label embedding dimensionality, None = same as w_dim.
-        layer_features=None,  # Number of intermediate features in the mapping layers, None = same as w_dim.
-        activation='lrelu',  # Activation function: 'relu', 'lrelu', etc.
-        lr_multiplier=0.01,  # Learning rate multiplier for the mapping layers.
-        w_avg_beta=0.995,  # Decay for tracking the moving average of W during training, None = do not track.
+        z_dim,                      # Input latent (Z) dimensionality, 0 = no latent.
+        c_dim,                      # Conditioning label (C) dimensionality, 0 = no label.
+        w_dim,                      # Intermediate latent (W) dimensionality.
+        num_ws,                     # Number of intermediate latents to output, None = do not broadcast.
+        num_layers      = 8,        # Number of mapping layers.
+        embed_features  = None,     # Label embedding dimensionality, None = same as w_dim.
+        layer_features  = None,     # Number of intermediate features in the mapping layers, None = same as w_dim.
+        activation      = 'lrelu',  # Activation function: 'relu', 'lrelu', etc.
+        lr_multiplier   = 0.01,     # Learning rate multiplier for the mapping layers.
+        w_avg_beta      = 0.995,    # Decay for tracking the moving average of W during training, None = do not track.
     ):
+        # fmt: on
         super().__init__()
         self.z_dim = z_dim
         self.c_dim = c_dim
@@ -288,20 +296,22 @@ class MappingNetwork(torch.nn.Module):
 
 @persistence.persistent_class
 class SynthesisLayer(torch.nn.Module):
+    # fmt: off
     def __init__(
         self,
-        in_channels,  # Number of input channels.
-        out_channels,  # Number of output channels.
-        w_dim,  # Intermediate latent (W) dimensionality.
-        resolution,  # Resolution of this layer.
-        kernel_size=3,  # Convolution kernel size.
-        up=1,  # Integer upsampling factor.
-        use_noise=True,  # Enable noise input?
-        activation='lrelu',  # Activation function: 'relu', 'lrelu', etc.
-        resample_filter=(1, 3, 3, 1),  # Low-pass filter to apply when resampling activations.
-        conv_clamp=None,  # Clamp the output of convolution layers to +-X, None = disable clamping.
-        channels_last=False,  # Use channels_last format for the weights?
+        in_channels,                    # Number of input channels.
+        out_channels,                   # Number of output channels.
+        w_dim,                          # Intermediate latent (W) dimensionality.
+        resolution,                     # Resolution of this layer.
+        kernel_size     = 3,            # Convolution kernel size.
+        up              = 1,            # Integer upsampling factor.
+        use_noise       = True,         # Enable noise input?
+        activation      = 'lrelu',      # Activation function: 'relu', 'lrelu', etc.
+        resample_filter = (1, 3, 3, 1), # Low-pass filter to apply when resampling activations.
+        conv_clamp      = None,         # Clamp the output of convolution layers to +-X, None = disable clamping.
+        channels_last   = False,        # Use channels_last format for the weights?
     ):
+        # fmt: on
         super().__init__()
         self.resolution = resolution
         self.up = up
@@ -379,21 +389,23 @@ class ToRGBLayer(torch.nn.Module):
 
 @persistence.persistent_class
 class SynthesisBlock(torch.nn.Module):
+    # fmt: off
     def __init__(
         self,
-        in_channels,  # Number of input channels, 0 = first block.
-        out_channels,  # Number of output channels.
-        w_dim,  # Intermediate latent (W) dimensionality.
-        resolution,  # Resolution of this block.
-        img_channels,  # Number of output color channels.
-        is_last,  # Is this the last block?
-        architecture='skip',  # Architecture: 'orig', 'skip', 'resnet'.
-        resample_filter=(1, 3, 3, 1),  # Low-pass filter to apply when resampling activations.
-        conv_clamp=None,  # Clamp the output of convolution layers to +-X, None = disable clamping.
-        use_fp16=False,  # Use FP16 for this block (CUDA only)?
-        fp16_channels_last=False,  # Use channels-last memory format with FP16?
-        **layer_kwargs,  # Arguments for SynthesisLayer.
+        in_channels,                        # Number of input channels, 0 = first block.
+        out_channels,                       # Number of output channels.
+        w_dim,                              # Intermediate latent (W) dimensionality.
+        resolution,                         # Resolution of this block.
+        img_channels,                       # Number of output color channels.
+        is_last,                            # Is this the last block?
+        architecture        = 'skip',       # Architecture: 'orig', 'skip', 'resnet'.
+        resample_filter     = (1, 3, 3, 1), # Low-pass filter to apply when resampling activations.
+        conv_clamp          = None,         # Clamp the output of convolution layers to +-X, None = disable clamping.
+        use_fp16            = False,        # Use FP16 for this block (CUDA only)?
+        fp16_channels_last  = False,        # Use channels-last memory format with FP16?
+        **layer_kwargs,                     # Arguments for SynthesisLayer.
     ):
+        # fmt: on
         assert architecture in ['orig', 'skip', 'resnet']
         super().__init__()
         self.in_channels = in_channels
@@ -487,16 +499,18 @@ class SynthesisBlock(torch.nn.Module):
 
 @persistence.persistent_class
 class SynthesisNetwork(torch.nn.Module):
+    # fmt: off
     def __init__(
         self,
-        w_dim,  # Intermediate latent (W) dimensionality.
-        img_resolution,  # Output image resolution.
-        img_channels,  # Number of color channels.
-        channel_base=32768,  # Overall multiplier for the number of channels.
-        channel_max=512,  # Maximum number of channels in any layer.
-        num_fp16_res=0,  # Use FP16 for the N highest resolutions (CUDA only).
-        **block_kwargs,  # Arguments for SynthesisBlock.
+        w_dim,                      # Intermediate latent (W) dimensionality.
+        img_resolution,             # Output image resolution.
+        img_channels,               # Number of color channels.
+        channel_base    = 32768,    # Overall multiplier for the number of channels.
+        channel_max     = 512,      # Maximum number of channels in any layer.
+        num_fp16_res    = 0,        # Use FP16 for the N highest resolutions (CUDA only).
+        **block_kwargs,             # Arguments for SynthesisBlock.
     ):
+        # fmt: on
         super().__init__()
         self.w_dim = w_dim
         self.img_resolution = check_resolution(img_resolution)
@@ -543,16 +557,18 @@ class SynthesisNetwork(torch.nn.Module):
 
 @persistence.persistent_class
 class Generator(torch.nn.Module):
+    # fmt: off
     def __init__(
         self,
-        z_dim,  # Input latent (Z) dimensionality.
-        c_dim,  # Conditioning label (C) dimensionality (one-hot or multi-hot), 0 = none.
-        w_dim,  # Intermediate latent (W) dimensionality.
-        img_resolution,  # Output resolution.
-        img_channels,  # Number of output color channels.
-        mapping_kwargs={},  # noqa: B006 - Arguments for MappingNetwork.
-        synthesis_kwargs={},  # noqa: B006 - Arguments for SynthesisNetwork.
+        z_dim,                      # Input latent (Z) dimensionality.
+        c_dim,                      # Conditioning label (C) dimensionality (one-hot or multi-hot), 0 = none.
+        w_dim,                      # Intermediate latent (W) dimensionality.
+        img_resolution,             # Output resolution.
+        img_channels,               # Number of output color channels.
+        mapping_kwargs      = {},   # noqa: B006 - Arguments for MappingNetwork.
+        synthesis_kwargs    = {},   # noqa: B006 - Arguments for SynthesisNetwork.
     ):
+        # fmt: on
         super().__init__()
         self.z_dim = z_dim
         self.c_dim = c_dim
@@ -576,22 +592,24 @@ class Generator(torch.nn.Module):
 
 @persistence.persistent_class
 class DiscriminatorBlock(torch.nn.Module):
+    # fmt: off
     def __init__(
         self,
-        in_channels,  # Number of input channels, 0 = first block.
-        tmp_channels,  # Number of intermediate channels.
-        out_channels,  # Number of output channels.
-        resolution,  # Resolution of this block.
-        img_channels,  # Number of input color channels.
-        first_layer_idx,  # Index of the first layer.
-        architecture='resnet',  # Architecture: 'orig', 'skip', 'resnet'.
-        activation='lrelu',  # Activation function: 'relu', 'lrelu', etc.
-        resample_filter=(1, 3, 3, 1),  # Low-pass filter to apply when resampling activations.
-        conv_clamp=None,  # Clamp the output of convolution layers to +-X, None = disable clamping.
-        use_fp16=False,  # Use FP16 for this block (CUDA only)?
-        fp16_channels_last=False,  # Use channels-last memory format with FP16?
-        freeze_layers=0,  # Freeze-D: Number of layers to freeze.
+        in_channels,                        # Number of input channels, 0 = first block.
+        tmp_channels,                       # Number of intermediate channels.
+        out_channels,                       # Number of output channels.
+        resolution,                         # Resolution of this block.
+        img_channels,                       # Number of input color channels.
+        first_layer_idx,                    # Index of the first layer.
+        architecture        = 'resnet',     # Architecture: 'orig', 'skip', 'resnet'.
+        activation          = 'lrelu',      # Activation function: 'relu', 'lrelu', etc.
+        resample_filter     = (1, 3, 3, 1), # Low-pass filter to apply when resampling activations.
+        conv_clamp          = None,         # Clamp the output of convolution layers to +-X, None = disable clamping.
+        use_fp16            = False,        # Use FP16 for this block (CUDA only)?
+        fp16_channels_last  = False,        # Use channels-last memory format with FP16?
+        freeze_layers       = 0,            # Freeze-D: Number of layers to freeze.
     ):
+        # fmt: on
         assert in_channels in [0, tmp_channels]
         assert architecture in ['orig', 'skip', 'resnet']
         super().__init__()
@@ -678,18 +696,20 @@ class MinibatchStdLayer(torch.nn.Module):
 
 @persistence.persistent_class
 class DiscriminatorEpilogue(torch.nn.Module):
+    # fmt: off
     def __init__(
         self,
-        in_channels,  # Number of input channels.
-        cmap_dim,  # Dimensionality of mapped conditioning label, 0 = no label.
-        resolution,  # Resolution of this block.
-        img_channels,  # Number of input color channels.
-        architecture='resnet',  # Architecture: 'orig', 'skip', 'resnet'.
-        mbstd_group_size=4,  # Group size for the minibatch standard deviation layer, None = entire minibatch.
-        mbstd_num_channels=1,  # Number of features for the minibatch standard deviation layer, 0 = disable.
-        activation='lrelu',  # Activation function: 'relu', 'lrelu', etc.
-        conv_clamp=None,  # Clamp the output of convolution layers to +-X, None = disable clamping.
+        in_channels,                    # Number of input channels.
+        cmap_dim,                       # Dimensionality of mapped conditioning label, 0 = no label.
+        resolution,                     # Resolution of this block.
+        img_channels,                   # Number of input color channels.
+        architecture        = 'resnet', # Architecture: 'orig', 'skip', 'resnet'.
+        mbstd_group_size    = 4,        # Group size for the minibatch stddev layer, None = entire minibatch.
+        mbstd_num_channels  = 1,        # Number of features for the minibatch standard deviation layer, 0 = disable.
+        activation          = 'lrelu',  # Activation function: 'relu', 'lrelu', etc.
+        conv_clamp          = None,     # Clamp the output of convolution layers to +-X, None = disable clamping.
     ):
+        # fmt: on
         assert architecture in ['orig', 'skip', 'resnet']
         super().__init__()
         self.in_channels = in_channels
@@ -732,21 +752,23 @@ class DiscriminatorEpilogue(torch.nn.Module):
 
 @persistence.persistent_class
 class Discriminator(torch.nn.Module):
+    # fmt: off
     def __init__(
         self,
-        c_dim,  # Conditioning label (C) dimensionality, 0 = none.
-        img_resolution,  # Input resolution.
-        img_channels,  # Number of input color channels.
-        architecture='resnet',  # Architecture: 'orig', 'skip', 'resnet'.
-        channel_base=32768,  # Overall multiplier for the number of channels.
-        channel_max=512,  # Maximum number of channels in any layer.
-        num_fp16_res=0,  # Use FP16 for the N highest resolutions (CUDA only).
-        conv_clamp=None,  # Clamp the output of convolution layers to +-X, None = disable clamping.
-        cmap_dim=None,  # Dimensionality of mapped conditioning label, None = default.
-        block_kwargs={},  # noqa: B006 - Arguments for DiscriminatorBlock.
-        mapping_kwargs={},  # noqa: B006 - Arguments for MappingNetwork (default num_layers=1).
-        epilogue_kwargs={},  # noqa: B006 - Arguments for DiscriminatorEpilogue.
+        c_dim,                          # Conditioning label (C) dimensionality, 0 = none.
+        img_resolution,                 # Input resolution.
+        img_channels,                   # Number of input color channels.
+        architecture        = 'resnet', # Architecture: 'orig', 'skip', 'resnet'.
+        channel_base        = 32768,    # Overall multiplier for the number of channels.
+        channel_max         = 512,      # Maximum number of channels in any layer.
+        num_fp16_res        = 0,        # Use FP16 for the N highest resolutions (CUDA only).
+        conv_clamp          = None,     # Clamp the output of convolution layers to +-X, None = disable clamping.
+        cmap_dim            = None,     # Dimensionality of mapped conditioning label, None = default.
+        block_kwargs        = {},       # noqa: B006 - Arguments for DiscriminatorBlock.
+        mapping_kwargs      = {},       # noqa: B006 - Arguments for MappingNetwork (default num_layers=1).
+        epilogue_kwargs     = {},       # noqa: B006 - Arguments for DiscriminatorEpilogue.
     ):
+        # fmt: on
         super().__init__()
         self.c_dim = c_dim
         self.img_resolution = check_resolution(img_resolution, minimum=8)

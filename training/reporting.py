@@ -20,22 +20,23 @@ from torch_utils import training_stats
 # Start of training: dataset summary, stats collectors, output files and the reals / initial fakes grids.
 
 
-def print_dataset_summary(training_set):
+def print_dataset_summary(training_set, policy):
     print(f'Num images:  {len(training_set)}')
     print(f'Image shape: {training_set.image_shape}')
     print(f'Label shape: {training_set.label_shape}')
     if training_set.has_labels:
-        print('Label counts:\n' + training_set.format_label_stats())
+        print('Label counts:\n' + policy.label_summary(training_set))
     print()
 
 
-def setup_reporting(opts, training_set, nets, device, progress):
+def setup_reporting(opts, training_set, policy, nets, device, progress):
     report = dnnlib.EasyDict(start_time=time.time(), tick_start_time=time.time(), maintenance_time=0.0)
     report.stats_collector = training_stats.Collector(regex='.*')
     report.loss_collector = training_stats.Collector(regex=r'Loss/(G|D)/loss')
     report.stats_jsonl = report.stats_tfevents = report.grid = None
+    report.metrics = build_metrics(opts.metrics)
     if opts.rank == 0:
-        report.grid = setup_snapshot_grid(opts, training_set, nets, device)
+        report.grid = setup_snapshot_grid(opts, training_set, policy, nets, device)
         report.stats_jsonl = open(os.path.join(opts.run_dir, 'stats.jsonl'), 'a')
         try:
             import torch.utils.tensorboard as tensorboard
@@ -53,15 +54,16 @@ def setup_reporting(opts, training_set, nets, device, progress):
 # Image grids: fixed reals and latents (own RNGs, so the training stream is untouched), fakes from G_ema.
 
 
-def setup_snapshot_grid(opts, training_set, nets, device):
+def setup_snapshot_grid(opts, training_set, policy, nets, device):
     gw = int(np.clip(3840 // training_set.image_shape[2], 4, 16))
     gh = int(np.clip(2160 // training_set.image_shape[1], 4, 16))
-    indices = choose_grid_indices(training_set, gw, gh, opts.random_seed)
-    images = np.stack([training_set[i][0] for i in indices])
-    save_image_grid(images, os.path.join(opts.run_dir, 'reals.png'), drange=[0, 255], grid_size=(gw, gh))
+    indices = choose_grid_indices(training_set, gw, gh, opts.random_seed) if policy.writes_reals_grid else [0] * gw * gh
+    if policy.writes_reals_grid:
+        images = np.stack([training_set[i][0] for i in indices])
+        save_image_grid(images, os.path.join(opts.run_dir, 'reals.png'), drange=[0, 255], grid_size=(gw, gh))
     generator = torch.Generator().manual_seed(opts.random_seed)
     grid_z = torch.randn([len(indices), nets.G.z_dim], generator=generator).to(device).split(opts.batch_gpu)
-    grid_c = torch.from_numpy(np.stack([training_set.get_label(i) for i in indices])).to(device)
+    grid_c = torch.from_numpy(policy.grid_labels(training_set, indices)).to(device)
     grid = dnnlib.EasyDict(size=(gw, gh), z=grid_z, c=grid_c.split(opts.batch_gpu))
     save_fakes(grid, nets.G_ema, os.path.join(opts.run_dir, 'fakes_init.png'))
     return grid
@@ -159,7 +161,8 @@ def gpu_mem_gb(device):
 
 
 # ----------------------------------------------------------------------------
-# Metrics hook: names (metrics.metric_main, when present) or callables fn(G, **context) -> {name: value}.
+# Metrics hook: callables fn(G, **context) -> {name: value} or a value, or class_name dicts that build one
+# (the CLI layer resolves metric names; this layer never imports metrics/).
 
 
 def maybe_evaluate_metrics(report, opts, snapshot, device):
@@ -171,11 +174,9 @@ def maybe_evaluate_metrics(report, opts, snapshot, device):
         run_dir=opts.run_dir, snapshot_pkl=snapshot['pkl'], training_set_kwargs=opts.training_set_kwargs,
         num_gpus=opts.num_gpus, rank=opts.rank, device=device,
     )  # fmt: skip
-    for metric in opts.metrics:
-        if callable(metric):
-            name, results = getattr(metric, '__name__', 'metric'), metric(snapshot['data']['G_ema'], **context)
-        else:
-            name, results = metric, _run_named_metric(metric, snapshot['data']['G_ema'], context)
+    for metric in report.metrics:
+        name = getattr(metric, 'name', getattr(metric, '__name__', 'metric'))
+        results = metric(snapshot['data']['G_ema'], **context)
         results = results if isinstance(results, dict) else {name: float(results)}
         for key, value in results.items():
             training_stats.report0(f'Metrics/{key}', value)
@@ -187,14 +188,12 @@ def maybe_evaluate_metrics(report, opts, snapshot, device):
                 f.write(json.dumps(line) + '\n')
 
 
-def _run_named_metric(name, G, context):
-    from metrics import metric_main  # Upper layer, imported lazily and only when a name is given.
-
-    result = metric_main.calc_metric(
-        metric=name, G=G, dataset_kwargs=context['training_set_kwargs'], num_gpus=context['num_gpus'],
-        rank=context['rank'], device=context['device'],
-    )  # fmt: skip
-    return dict(result.results)
+def build_metrics(metrics):
+    built = [dnnlib.util.construct_class_by_name(**m) if isinstance(m, dict) else m for m in metrics]
+    for metric in built:
+        if not callable(metric):
+            raise TypeError(f'metric {metric!r} is neither callable nor a class_name dict that builds one')
+    return built
 
 
 # ----------------------------------------------------------------------------

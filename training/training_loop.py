@@ -1,6 +1,6 @@
 """Main training loop (StyleGAN2-ADA, Karras et al. 2020), device-agnostic and exactly resumable.
 
-Reads like a table of contents: setup_networks() -> setup_phases() -> loop: run_phase() -> update_ema()
+Reads like a table of contents: setup_networks() -> setup_phases() -> loop: phase.step() -> update_ema()
 -> maybe_update_ada() -> maybe_report() -> maybe_snapshot(). Every step is seeded from
 (random_seed, rank, cur_nimg) and snapshots carry a `resume_state` (training/checkpoint.py), so a resumed
 run equals an uninterrupted one. Logs, grids and metrics live in training/reporting.py.
@@ -19,7 +19,9 @@ import torch
 import dnnlib
 from torch_utils import misc, training_stats
 from training import checkpoint, reporting
+from training.data_policy import make_data_policy
 from training.dataset import ResumableSampler
+from training.phases import setup_phases
 
 # ----------------------------------------------------------------------------
 # Seed python, numpy and torch (CPU and CUDA) from a tuple of ints, e.g. (seed, rank, cur_nimg).
@@ -47,6 +49,10 @@ def training_loop(
     D_opt_kwargs            = {},       # Options for discriminator optimizer.
     augment_kwargs          = None,     # Options for augmentation pipeline. None = disable.
     loss_kwargs             = {},       # Options for loss function.
+    G_step_kwargs           = None,     # Options for the G phases' optimizer step. None = training.phases.PhaseStep.
+    D_step_kwargs           = None,     # Options for the D phases' optimizer step (a DP-SGD step plugs in here).
+    is_private              = False,    # Private mode: nothing outside D's step reads the training set.
+    label_marginal          = None,     # Private mode: public class marginal for fake labels. None = uniform.
     metrics                 = [],       # Metric names or callables to evaluate at each network snapshot.
     random_seed             = 0,        # Global random seed.
     num_gpus                = 1,        # Number of processes (ranks) participating.
@@ -81,27 +87,29 @@ def training_loop(
     opts = dnnlib.EasyDict(locals())
     device = setup_device(opts)
     training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
+    policy = make_data_policy(is_private, label_marginal)
     if rank == 0:
-        reporting.print_dataset_summary(training_set)
+        reporting.print_dataset_summary(training_set, policy)
     nets = setup_networks(opts, training_set, device)
     state = checkpoint.load_networks(opts, nets) if resume_pkl is not None else None
     broadcast_networks(nets, num_gpus)
     loss, phases = setup_phases(opts, nets, device)
     progress = checkpoint.restore_training_state(state, opts, nets, loss, phases)
     data_iter = setup_data_iterator(opts, training_set, device, start=progress.cur_nimg // num_gpus)
-    report = reporting.setup_reporting(opts, training_set, nets, device, progress)
+    report = reporting.setup_reporting(opts, training_set, policy, nets, device, progress)
     num_phases, z_dim = len(phases), nets.G.z_dim
 
     while True:
         set_random_seed(random_seed, rank, progress.cur_nimg)
-        batch = fetch_batch(data_iter, training_set, opts, device, num_phases, z_dim)
+        batch = fetch_batch(data_iter, training_set, policy, opts, device, num_phases, z_dim)
         for phase, gen_z, gen_c in zip(phases, batch.gen_z, batch.gen_c):
             if progress.batch_idx % phase.interval == 0:
-                run_phase(phase, loss, batch.real_img, batch.real_c, gen_z, gen_c, num_gpus)
+                phase.step(batch.real_img, batch.real_c, gen_z, gen_c)
         update_ema(nets, opts, progress.cur_nimg)
         progress.cur_nimg += batch_size
         progress.batch_idx += 1
-        maybe_update_ada(nets.augment_pipe, loss, opts, progress.batch_idx)
+        if policy.reads_real_signs:
+            maybe_update_ada(nets.augment_pipe, loss, opts, progress.batch_idx)
 
         done = progress.cur_nimg >= total_kimg * 1000
         tick_end_nimg = progress.tick_start_nimg + kimg_per_tick * 1000
@@ -182,35 +190,6 @@ def broadcast_networks(nets, num_gpus):
 
 
 # ----------------------------------------------------------------------------
-# Loss and training phases. Lazy regularisation rescales Adam's lr and betas (StyleGAN2 Appendix B).
-
-
-def setup_phases(opts, nets, device):
-    loss = dnnlib.util.construct_class_by_name(
-        device=device, G_mapping=nets.G.mapping, G_synthesis=nets.G.synthesis, D=nets.D,
-        augment_pipe=nets.augment_pipe, **opts.loss_kwargs,
-    )  # fmt: skip
-    phases = []
-    for name, module, opt_kwargs, reg_interval in [
-        ('G', nets.G, opts.G_opt_kwargs, opts.G_reg_interval),
-        ('D', nets.D, opts.D_opt_kwargs, opts.D_reg_interval),
-    ]:
-        if reg_interval is None:
-            opt = dnnlib.util.construct_class_by_name(params=module.parameters(), **opt_kwargs)
-            phases += [dnnlib.EasyDict(name=name + 'both', module=module, opt=opt, interval=1)]
-            continue
-        mb_ratio = reg_interval / (reg_interval + 1)
-        opt_kwargs = dnnlib.EasyDict(opt_kwargs)
-        opt_kwargs.lr = opt_kwargs.lr * mb_ratio
-        opt_kwargs.betas = [beta**mb_ratio for beta in opt_kwargs.betas]
-        opt = dnnlib.util.construct_class_by_name(module.parameters(), **opt_kwargs)
-        phases += [dnnlib.EasyDict(name=name + 'main', module=module, opt=opt, interval=1)]
-        phases += [dnnlib.EasyDict(name=name + 'reg', module=module, opt=opt, interval=reg_interval)]
-    return loss, phases
-
-
-
-# ----------------------------------------------------------------------------
 # Data: an infinite, resumable stream of real batches, plus random latents and labels per phase.
 
 
@@ -229,47 +208,20 @@ def setup_data_iterator(opts, training_set, device, start):
     return iter(loader)
 
 
-def fetch_batch(data_iter, training_set, opts, device, num_phases, z_dim):
+def fetch_batch(data_iter, training_set, policy, opts, device, num_phases, z_dim):
     real_img, real_c = next(data_iter)
     real_img = (real_img.to(device).to(torch.float32) / 127.5 - 1).split(opts.batch_gpu)
     real_c = real_c.to(device).split(opts.batch_gpu)
     batch_rank = opts.batch_size // opts.num_gpus
     gen_z = torch.randn([num_phases, batch_rank, z_dim], device=device)
-    gen_c = [training_set.get_label(np.random.randint(len(training_set))) for _ in range(num_phases * batch_rank)]
-    gen_c = torch.from_numpy(np.stack(gen_c)).to(device).reshape(num_phases, batch_rank, training_set.label_dim)
+    gen_c = policy.sample_fake_labels(training_set, num_phases * batch_rank)
+    gen_c = torch.from_numpy(gen_c).to(device).reshape(num_phases, batch_rank, training_set.label_dim)
     return dnnlib.EasyDict(
         real_img=real_img,
         real_c=real_c,
         gen_z=[z.split(opts.batch_gpu) for z in gen_z],
         gen_c=[c.split(opts.batch_gpu) for c in gen_c],
     )
-
-
-# ----------------------------------------------------------------------------
-# One phase: accumulate gradients over rounds, average them across ranks, take an optimizer step.
-
-
-def run_phase(phase, loss, real_img, real_c, gen_z, gen_c, num_gpus):
-    phase.opt.zero_grad(set_to_none=True)
-    phase.module.requires_grad_(True)
-    num_rounds = len(real_img)
-    for round_idx, (r_img, r_c, g_z, g_c) in enumerate(zip(real_img, real_c, gen_z, gen_c)):
-        sync = round_idx == num_rounds - 1
-        loss.accumulate_gradients(
-            phase=phase.name, real_img=r_img, real_c=r_c, gen_z=g_z, gen_c=g_c, sync=sync, gain=phase.interval
-        )
-    phase.module.requires_grad_(False)
-    with torch.autograd.profiler.record_function(phase.name + '_opt'):
-        params = [param for param in phase.module.parameters() if param.grad is not None]
-        if params:
-            flat = torch.cat([param.grad.flatten() for param in params]) / num_rounds
-            if num_gpus > 1:
-                torch.distributed.all_reduce(flat)
-                flat /= num_gpus
-            torch.nan_to_num(flat, nan=0, posinf=1e5, neginf=-1e5, out=flat)
-            for param, grad in zip(params, flat.split([param.numel() for param in params])):
-                param.grad = grad.reshape(param.shape)
-        phase.opt.step()
 
 
 # ----------------------------------------------------------------------------

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from clinical import phantom
 from clinical.labels import LESION_TYPES, NO_FINDING, label_for_image
 from clinical.phantom import make_phantom, phantom_images
+from clinical.phantom import render as phantom  # The module whose docstrings hold the examples.
 
 LOCAL_TYPES = ('Foraminal stenosis', 'Osteophytes', 'Surgical implant', 'Other lesions')  # Shift nothing else.
 

@@ -1,11 +1,8 @@
 """ImageFolderDataset: zip/folder reading, labels, subsets, x-flips, loud errors; ResumableSampler."""
 
-import io
 import itertools
-import json
 import os
 import pickle
-import zipfile
 
 import numpy as np
 import PIL.Image
@@ -14,7 +11,7 @@ import pytest
 from training.dataset import ImageFolderDataset, ResumableSampler
 
 # ----------------------------------------------------------------------------
-# Helpers: write images (+ dataset.json) into a folder or a zip.
+# Helpers: images for conftest's tiny_dataset, and file names as dataset_tool writes them.
 
 
 def _image(size, mode, value):
@@ -25,41 +22,23 @@ def _image(size, mode, value):
     return PIL.Image.fromarray(array[:, :, 0] if mode == 'L' else array, mode)
 
 
-def _write(path, images, metadata=None, as_zip=True):
-    files = {}
-    for name, image in images.items():
-        buf = io.BytesIO()
-        image.save(buf, format='PNG')
-        files[name] = buf.getvalue()
-    if metadata is not None:
-        files['dataset.json'] = json.dumps(metadata).encode()
-    if as_zip:
-        with zipfile.ZipFile(path, 'w') as z:
-            for name, data in files.items():
-                z.writestr(name, data)
-    else:
-        for name, data in files.items():
-            os.makedirs(os.path.dirname(os.path.join(path, name)), exist_ok=True)
-            with open(os.path.join(path, name), 'wb') as f:
-                f.write(data)
-    return str(path)
+def _ramps(mode='L', value=None):
+    """An `image` for tiny_dataset: image i is _image(size, mode, i), or _image(size, mode, value) for every i."""
+    return lambda i, size, rnd: _image(size, mode, i if value is None else value)
 
 
-def _names(n):
-    return [f'00000/img{i:08d}.png' for i in range(n)]
+NAMES = '00000/img{i:08d}.png'
 
 
 # ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize('as_zip', [True, False])
-def test_grayscale_with_class_labels(tmp_path, as_zip):
-    names = _names(6)
-    labels = [[name, i % 3] for i, name in enumerate(names)]
-    meta = dict(labels=labels, class_names=['normal', 'fracture', 'lesion'], label_schema='lesion')
-    path = _write(
-        tmp_path / ('d.zip' if as_zip else 'd'), {n: _image(16, 'L', i) for i, n in enumerate(names)}, meta, as_zip
-    )
+def test_grayscale_with_class_labels(tmp_path, tiny_dataset, as_zip):
+    path = tiny_dataset(
+        6, path=tmp_path / ('d.zip' if as_zip else 'd'), image=_ramps(), names=NAMES, classes=3,
+        class_names=['normal', 'fracture', 'lesion'], metadata=dict(label_schema='lesion'),
+    )  # fmt: skip
     ds = ImageFolderDataset(path, use_labels=True)
     image, label = ds[4]
     assert image.shape == (1, 16, 16) and image.dtype == np.uint8
@@ -73,11 +52,9 @@ def test_grayscale_with_class_labels(tmp_path, as_zip):
     assert ImageFolderDataset(path).label_dim == 0  # use_labels=False hides labels.
 
 
-def test_multilabel_vectors_and_rgb(tmp_path):
-    names = _names(4)
+def test_multilabel_vectors_and_rgb(tiny_dataset):
     vectors = [[1, 0, 1], [0, 0, 0], [0, 1, 1], [1, 1, 0]]
-    meta = dict(labels=[[n, v] for n, v in zip(names, vectors)])
-    path = _write(tmp_path / 'd.zip', {n: _image(8, 'RGB', i) for i, n in enumerate(names)}, meta)
+    path = tiny_dataset(4, resolution=8, image=_ramps('RGB'), names=NAMES, labels=vectors)
     ds = ImageFolderDataset(path, use_labels=True)
     assert ds[0][0].shape == (3, 8, 8)
     assert not ds.has_onehot_labels and ds.label_shape == [3]
@@ -85,9 +62,8 @@ def test_multilabel_vectors_and_rgb(tmp_path):
     np.testing.assert_array_equal(ds.label_counts(), [2, 2, 2])
 
 
-def test_subset_and_xflip(tmp_path):
-    names = _names(10)
-    path = _write(tmp_path / 'd.zip', {n: _image(8, 'L', i) for i, n in enumerate(names)})
+def test_subset_and_xflip(tiny_dataset):
+    path = tiny_dataset(10, resolution=8, image=_ramps(), names=NAMES, labels=False)
     ds = ImageFolderDataset(path, max_size=4, xflip=True, random_seed=1)
     assert len(ds) == 8
     raw = [ds.get_details(i)['raw_idx'] for i in range(8)]
@@ -97,8 +73,8 @@ def test_subset_and_xflip(tmp_path):
     assert [again.get_details(i)['raw_idx'] for i in range(4)] == raw[:4]
 
 
-def test_pickles_with_open_zip(tmp_path):
-    path = _write(tmp_path / 'd.zip', {n: _image(8, 'L', i) for i, n in enumerate(_names(3))})
+def test_pickles_with_open_zip(tiny_dataset):
+    path = tiny_dataset(3, resolution=8, image=_ramps(), names=NAMES, labels=False)
     ds = ImageFolderDataset(path)
     first = ds[0][0]
     clone = pickle.loads(pickle.dumps(ds))
@@ -115,34 +91,36 @@ def _expect_error(path, match, **kwargs):
     assert '\n' not in str(info.value)
 
 
-def test_error_mixed_shapes(tmp_path):
-    images = {'a.png': _image(16, 'L', 0), 'b.png': _image(32, 'L', 0)}
-    _expect_error(_write(tmp_path / 'd.zip', images), r'mixed image shapes: a\.png is 16x16.*b\.png is 32x32')
+def test_error_mixed_shapes(tiny_dataset):
+    path = tiny_dataset(2, sizes=[16, 32], image=_ramps(value=0), names=['a.png', 'b.png'], labels=False)
+    _expect_error(path, r'mixed image shapes: a\.png is 16x16.*b\.png is 32x32')
 
 
-def test_error_mixed_channels(tmp_path):
-    images = {'a.png': _image(16, 'L', 0), 'b.png': _image(16, 'RGB', 0)}
-    _expect_error(_write(tmp_path / 'd.zip', images), r'mixed image channels: .*b\.png')
+def test_error_mixed_channels(tiny_dataset):
+    l_then_rgb = lambda i, size, rnd: _image(size, ['L', 'RGB'][i], 0)
+    path = tiny_dataset(2, image=l_then_rgb, names=['a.png', 'b.png'], labels=False)
+    _expect_error(path, r'mixed image channels: .*b\.png')
 
 
-def test_error_unsupported_mode(tmp_path):
-    images = {'a.png': PIL.Image.new('RGBA', (8, 8))}
-    _expect_error(_write(tmp_path / 'd.zip', images), r"a\.png has PIL mode 'RGBA'")
+def test_error_unsupported_mode(tiny_dataset):
+    path = tiny_dataset(1, image=lambda i, size, rnd: PIL.Image.new('RGBA', (8, 8)), names=['a.png'], labels=False)
+    _expect_error(path, r"a\.png has PIL mode 'RGBA'")
 
 
 @pytest.mark.parametrize('size, match', [(12, 'power of two'), ((16, 8), 'must be square')])
-def test_error_bad_resolution(tmp_path, size, match):
-    _expect_error(_write(tmp_path / 'd.zip', {'a.png': _image(size, 'L', 0)}), match)
+def test_error_bad_resolution(tiny_dataset, size, match):
+    path = tiny_dataset(1, sizes=[size], image=_ramps(value=0), names=['a.png'], labels=False)
+    _expect_error(path, match)
 
 
-def test_error_missing_labels(tmp_path):
-    images = {n: _image(8, 'L', 0) for n in _names(3)}
-    no_json = _write(tmp_path / 'a.zip', images)
+def test_error_missing_labels(tiny_dataset):
+    images = dict(resolution=8, image=_ramps(value=0), names=NAMES)
+    no_json = tiny_dataset(3, **images, labels=False)
     _expect_error(no_json, r'needs "labels" in dataset\.json', use_labels=True)
     assert ImageFolderDataset(no_json, use_labels=False).label_dim == 0  # Fine without labels.
-    partial = _write(tmp_path / 'b.zip', images, dict(labels=[[_names(3)[0], 1]]))
+    partial = tiny_dataset(3, **images, labels=False, metadata=dict(labels=[[NAMES.format(i=0), 1]]))
     _expect_error(partial, r'no label for 2 image\(s\), e\.g\. 00000/img00000001\.png', use_labels=True)
-    mixed = _write(tmp_path / 'c.zip', images, dict(labels=[[n, [1, 0] if i else 1] for i, n in enumerate(_names(3))]))
+    mixed = tiny_dataset(3, **images, labels=[1, [1, 0], [1, 0]])
     _expect_error(mixed, 'all be ints', use_labels=True)
 
 
@@ -173,12 +151,11 @@ def test_resumable_sampler_restart_and_ranks():
 # ----------------------------------------------------------------------------
 
 
-def test_zip_reads_correctly_in_forked_loader_workers(tmp_path):
+def test_zip_reads_correctly_in_forked_loader_workers(tiny_dataset):
     # Forked workers inherit the parent's open zip handle, and a shared file offset garbles concurrent reads.
     import torch
 
-    names = _names(128)
-    path = _write(tmp_path / 'd.zip', {n: _image(32, 'L', i) for i, n in enumerate(names)}, dict(labels=None))
+    path = tiny_dataset(128, resolution=32, image=_ramps(), names=NAMES, labels=False, metadata=dict(labels=None))
     dataset = ImageFolderDataset(path)
     expected = np.stack([dataset[i][0] for i in range(len(dataset))])  # Opens the zip in this process.
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=2, multiprocessing_context='fork')
@@ -187,8 +164,8 @@ def test_zip_reads_correctly_in_forked_loader_workers(tmp_path):
         np.testing.assert_array_equal(dataset[(i * 7) % len(dataset)][0], expected[(i * 7) % len(dataset)])
 
 
-def test_each_process_opens_its_own_zip_handle(tmp_path, monkeypatch):
-    path = _write(tmp_path / 'd.zip', {n: _image(16, 'L', 0) for n in _names(2)}, dict(labels=None))
+def test_each_process_opens_its_own_zip_handle(tiny_dataset, monkeypatch):
+    path = tiny_dataset(2, image=_ramps(value=0), names=NAMES, labels=False, metadata=dict(labels=None))
     dataset = ImageFolderDataset(path)
     parent_handle = dataset._get_zipfile()
     assert dataset._get_zipfile() is parent_handle

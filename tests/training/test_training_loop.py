@@ -1,12 +1,10 @@
 """training_loop(): exact resume, ADA, metrics hook, transfer learning from official-format pickles."""
 
 import inspect
-import io
 import json
 import math
 import os
 import pickle
-import zipfile
 
 import numpy as np
 import PIL.Image
@@ -20,50 +18,7 @@ from training.loss import StyleGAN2Loss
 from training.networks import Generator
 
 # ----------------------------------------------------------------------------
-# A tiny labelled grayscale dataset and a tiny config (16x16, 16 channels, batch 4 in two rounds).
-
-
-def make_dataset(path, n=16, res=16, classes=2):
-    rnd = np.random.RandomState(0)
-    yy, xx = np.mgrid[:res, :res] / res
-    labels = []
-    with zipfile.ZipFile(path, 'w') as z:
-        for i in range(n):
-            cls = i % classes
-            img = 0.5 + 0.4 * np.sin(2 * np.pi * ((cls + 1) * xx + rnd.rand())) * (yy if cls else 1 - yy)
-            buf = io.BytesIO()
-            PIL.Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8), 'L').save(buf, format='PNG')
-            z.writestr(f'img{i:04d}.png', buf.getvalue())
-            labels.append([f'img{i:04d}.png', cls])
-        z.writestr('dataset.json', json.dumps(dict(labels=labels, class_names=['left', 'right'])))
-    return str(path)
-
-
-def tiny_kwargs(run_dir, data, **overrides):
-    small = dict(channel_base=256, channel_max=16, num_fp16_res=0)
-    adam = dict(class_name='torch.optim.Adam', lr=0.0025, betas=[0.0, 0.99], eps=1e-8)
-    kwargs = dnnlib.EasyDict(
-        run_dir=str(run_dir), device='cpu', random_seed=1,
-        training_set_kwargs=dict(class_name='training.dataset.ImageFolderDataset', path=data, use_labels=True),
-        data_loader_kwargs=dict(num_workers=0),
-        G_kwargs=dict(
-            class_name='training.networks.Generator', z_dim=16, w_dim=16, mapping_kwargs=dict(num_layers=2),
-            synthesis_kwargs=small,
-        ),
-        D_kwargs=dict(class_name='training.networks.Discriminator', epilogue_kwargs=dict(mbstd_group_size=2), **small),
-        G_opt_kwargs=adam, D_opt_kwargs=adam,
-        augment_kwargs=dict(
-            class_name='training.augment.AugmentPipe', xflip=1, rotate90=1, xint=1, scale=1, rotate=1, aniso=1,
-            xfrac=1, brightness=1, contrast=1,
-        ),
-        loss_kwargs=dict(class_name='training.loss.StyleGAN2Loss', r1_gamma=1),
-        batch_size=4, batch_gpu=2, ema_kimg=0.01, ema_rampup=0.05, G_reg_interval=2, D_reg_interval=3,
-        ada_target=0.0, ada_interval=2, ada_kimg=0.05, total_kimg=0.032, kimg_per_tick=0.008,
-        image_snapshot_ticks=4, network_snapshot_ticks=1,
-    )  # fmt: skip
-    kwargs.update(overrides)
-    os.makedirs(run_dir, exist_ok=True)
-    return kwargs
+# Helpers. The data (16 labelled 16x16 grayscale images) and the tiny config come from conftest.py.
 
 
 def load(path):
@@ -80,9 +35,9 @@ def tensors(module):
 
 
 @pytest.fixture(scope='module')
-def uninterrupted_run(tmp_path_factory):
+def uninterrupted_run(tmp_path_factory, tiny_dataset, tiny_training_kwargs):
     root = tmp_path_factory.mktemp('loop')
-    data = make_dataset(root / 'data.zip')
+    data = tiny_dataset(path=root / 'data.zip', class_names=['left', 'right'])
     calls = []
 
     def toy_metric(G, **context):
@@ -91,7 +46,7 @@ def uninterrupted_run(tmp_path_factory):
 
     torch.use_deterministic_algorithms(True)
     try:
-        tl.training_loop(**tiny_kwargs(root / 'a', data, metrics=[toy_metric]))
+        tl.training_loop(**tiny_training_kwargs(root / 'a', data, metrics=[toy_metric]))
     finally:
         torch.use_deterministic_algorithms(False)
     return dnnlib.EasyDict(root=root, data=data, run_dir=root / 'a', metric_calls=calls)
@@ -122,12 +77,12 @@ def test_metrics_hook_runs_at_each_network_snapshot(uninterrupted_run):
     assert math.isfinite(lines[-1]['results']['toy_mean_w'])
 
 
-def test_resume_is_exact(uninterrupted_run, capsys):
+def test_resume_is_exact(uninterrupted_run, tiny_training_kwargs, capsys):
     run = uninterrupted_run
     middle = run.run_dir / 'network-snapshot-000000.012.pkl'
     torch.use_deterministic_algorithms(True)
     try:
-        tl.training_loop(**tiny_kwargs(run.root / 'b', run.data, resume_pkl=str(middle)))
+        tl.training_loop(**tiny_training_kwargs(run.root / 'b', run.data, resume_pkl=str(middle)))
     finally:
         torch.use_deterministic_algorithms(False)
     assert 'Continuing at kimg 0.012 (tick 2, batch 3, augment p' in capsys.readouterr().out
@@ -155,11 +110,11 @@ def _official_pickle(run, path):
     return str(path), snapshot
 
 
-def test_official_pickle_resumes_as_transfer_learning(uninterrupted_run):
+def test_official_pickle_resumes_as_transfer_learning(uninterrupted_run, tiny_training_kwargs):
     run = uninterrupted_run
     pkl, snapshot = _official_pickle(run, run.root / 'official.pkl')
     defaults = {key: param.default for key, param in inspect.signature(tl.training_loop).parameters.items()}
-    opts = dnnlib.EasyDict(defaults, **tiny_kwargs(run.root / 'c', run.data, resume_pkl=pkl))
+    opts = dnnlib.EasyDict(defaults, **tiny_training_kwargs(run.root / 'c', run.data, resume_pkl=pkl))
     training_set = dnnlib.util.construct_class_by_name(**opts.training_set_kwargs)
     nets = tl.setup_networks(opts, training_set, torch.device('cpu'))
     assert checkpoint.load_networks(opts, nets) is None  # No resume_state -> start at kimg 0.
@@ -168,11 +123,13 @@ def test_official_pickle_resumes_as_transfer_learning(uninterrupted_run):
             assert torch.equal(tensors(nets[name])[key], value), f'{name}.{key} not copied'
 
 
-def test_c_dim_change_reports_reinitialised_params(uninterrupted_run, capsys):
+def test_c_dim_change_reports_reinitialised_params(uninterrupted_run, tiny_training_kwargs, capsys):
     run = uninterrupted_run
     pkl, _snapshot = _official_pickle(run, run.root / 'official2.pkl')
     unconditional = dict(class_name='training.dataset.ImageFolderDataset', path=run.data, use_labels=False)
-    kwargs = tiny_kwargs(run.root / 'd', run.data, resume_pkl=pkl, training_set_kwargs=unconditional, total_kimg=0.004)
+    kwargs = tiny_training_kwargs(
+        run.root / 'd', run.data, resume_pkl=pkl, training_set_kwargs=unconditional, total_kimg=0.004
+    )
     tl.training_loop(**kwargs)
     out = capsys.readouterr().out
     assert 'Re-initialised' in out and 'of G (missing or shape differs): mapping.fc0.weight' in out

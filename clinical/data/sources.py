@@ -1,7 +1,8 @@
 """Radiograph sources for dataset_tool.py: lazily loaded, labelled items from a VinDr tree, the phantom, a folder
 of images or an existing dataset, plus the decoding and squaring every image goes through.
 
-Problems with the source itself raise click errors naming the flag (exit 2, one line), as the CLI reports them.
+Problems with the source itself raise dnnlib.UserError naming the flag; problems with one image raise
+ConversionError naming the image. The CLI turns both into one-line errors (exit 2).
 """
 
 import csv
@@ -11,7 +12,6 @@ import os
 import zipfile
 from collections.abc import Callable, Iterator
 
-import click
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
@@ -20,6 +20,7 @@ import dnnlib
 from clinical import labels as schema_lib
 from clinical.dicom_io import DicomReadError, read_dicom, read_vindr_annotations, vindr_image_path
 from clinical.phantom import make_phantom
+from training.dataset import read_dataset_metadata
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.dcm', '.dicom')
 DICOM_EXTENSIONS = ('.dcm', '.dicom')
@@ -27,11 +28,11 @@ Label = int | list[float] | None
 
 
 # ----------------------------------------------------------------------------
-# Errors. Conversion problems exit with code 2 like usage errors, with one line naming the file.
+# Errors. A conversion problem names the image, not a flag; the CLI prints it as one line (exit 2).
 
 
-class ConversionError(click.ClickException):
-    exit_code = 2
+class ConversionError(dnnlib.UserError):
+    pass
 
 
 class SkipItem(Exception):  # A label-level reason to leave an image out (always reported, never fatal).
@@ -106,11 +107,11 @@ def to_square_uint8(image: np.ndarray, resolution: int, transform: str, resample
 def open_vindr(root: str, split: str, schema: str, multi_lesion: str) -> Source:
     csv_path = os.path.join(root, 'annotations', f'{split}.csv')
     if not os.path.isfile(csv_path):
-        raise click.BadParameter(f'{csv_path} not found (expected a VinDr-SpineXR tree)', param_hint='--source')
+        raise dnnlib.UserError(f'{csv_path} not found (expected a VinDr-SpineXR tree)', param='--source')
     try:
         findings = read_vindr_annotations(csv_path)
     except ValueError as e:
-        raise click.BadParameter(str(e), param_hint='--source') from None
+        raise dnnlib.UserError(str(e), param='--source') from None
     source = Source([], schema_lib.class_names(schema), schema)
     for image_id, rows in findings.items():
         path = vindr_image_path(root, split, image_id)
@@ -161,7 +162,7 @@ def open_folder(path: str, file_column: str, label_column: str, class_names: lis
         return _open_labels_csv(path, csv_path, file_column, label_column, class_names)
     files = sorted(_walk_images(path))
     if not files:
-        raise click.BadParameter(f'no images ({", ".join(IMAGE_EXTENSIONS)}) found in {path}', param_hint='--source')
+        raise dnnlib.UserError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) found in {path}', param='--source')
     folders = sorted({f.split('/')[0] for f in files if '/' in f})
     if folders and all('/' in f for f in files):  # One sub-folder per class.
         items = [_file_item(path, f, folders.index(f.split('/')[0])) for f in files]
@@ -186,11 +187,9 @@ def _open_labels_csv(path, csv_path, file_column, label_column, class_names) -> 
         rows, columns = list(reader), reader.fieldnames or []
     for column, flag in ((file_column, '--file-column'), (label_column, '--label-column')):
         if column not in columns:
-            raise click.BadParameter(
-                f'{csv_path} has no column {column!r} (columns: {", ".join(columns)})', param_hint=flag
-            )
+            raise dnnlib.UserError(f'{csv_path} has no column {column!r} (columns: {", ".join(columns)})', param=flag)
     if not rows:
-        raise click.BadParameter(f'{csv_path} lists no images', param_hint='--source')
+        raise dnnlib.UserError(f'{csv_path} lists no images', param='--source')
     values = [row[label_column].strip() for row in rows]
     if all(v.lstrip('-').isdigit() for v in values):
         indices = [int(v) for v in values]
@@ -201,7 +200,7 @@ def _open_labels_csv(path, csv_path, file_column, label_column, class_names) -> 
         names = class_names or sorted(set(values))
         unknown = sorted(set(values) - set(names))
         if unknown:
-            raise click.BadParameter(f'labels {unknown} are not in --class-names', param_hint='--class-names')
+            raise dnnlib.UserError(f'labels {unknown} are not in --class-names', param='--class-names')
         indices = [names.index(v) for v in values]
     items = [_file_item(path, row[file_column], index) for row, index in zip(rows, indices)]
     return Source(items, names, f'csv:{label_column}')
@@ -226,11 +225,11 @@ def open_dataset(path: str) -> Source:
     is_zip = zipfile.is_zipfile(path)
     archive = zipfile.ZipFile(path) if is_zip else None
     names = archive.namelist() if is_zip else list(_walk_images(path))
-    meta = schema_lib.read_dataset_json(path) if (not is_zip or 'dataset.json' in names) else {}
+    meta = _read_metadata(path)
     label_of = dict(meta.get('labels') or [])
     files = sorted(n for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
-        raise click.BadParameter(f'no images found in {path}', param_hint='--source')
+        raise dnnlib.UserError(f'no images found in {path}', param='--source')
 
     def load(fname):
         data = archive.read(fname) if is_zip else None
@@ -238,6 +237,15 @@ def open_dataset(path: str) -> Source:
 
     items = [Item(f, lambda f=f: load(f)) for f in files]
     return Source(items, schema_lib.class_names_from_dataset_json(meta), meta.get('label_schema'))
+
+
+def _read_metadata(path: str) -> dict:
+    try:
+        return read_dataset_metadata(path)
+    except FileNotFoundError:
+        return {}  # A zip of images without dataset.json: unlabelled.
+    except ValueError as e:
+        raise dnnlib.UserError(str(e), param='--source') from None
 
 
 # ----------------------------------------------------------------------------
@@ -249,7 +257,7 @@ def relabel_source(source: Source, schema: str, multi_lesion: str) -> Source:
         items = [Item(it.name, lambda it=it: (it.load()[0], None)) for it in source.items]
         return Source(items, None, None, source.skipped)
     if source.class_names is None:
-        raise click.BadParameter('the source has no labels to derive them from', param_hint='--labels')
+        raise dnnlib.UserError('the source has no labels to derive them from', param='--labels')
     names = source.class_names
 
     def load(item):
@@ -267,7 +275,7 @@ def relabel_source(source: Source, schema: str, multi_lesion: str) -> Source:
     try:
         schema_lib.relabel(0, names, schema, multi_lesion)  # Fail early if the classes cannot map.
     except ValueError as e:
-        raise click.BadParameter(str(e), param_hint='--labels') from None
+        raise dnnlib.UserError(str(e), param='--labels') from None
     items = [Item(it.name, lambda it=it: load(it)) for it in source.items]
     return Source(items, schema_lib.class_names(schema), schema, source.skipped)
 
@@ -279,29 +287,29 @@ def relabel_source(source: Source, schema: str, multi_lesion: str) -> Source:
 def open_source(spec: str, opts: dnnlib.EasyDict) -> Source:
     schema = opts.labels or 'abnormal'
     if spec.startswith(('vindr:', 'phantom:')) and schema == 'none':
-        raise click.BadParameter('vindr: and phantom: sources need a label schema', param_hint='--labels')
+        raise dnnlib.UserError('vindr: and phantom: sources need a label schema', param='--labels')
     if spec.startswith('vindr:'):
         root = os.path.expanduser(spec[len('vindr:') :])
         if not os.path.isdir(root):
-            raise click.BadParameter(f'{root} is not a folder', param_hint='--source')
+            raise dnnlib.UserError(f'{root} is not a folder', param='--source')
         return open_vindr(root, opts.split, schema, opts.multi_lesion)
     if spec.startswith('phantom:'):
         kwargs = dict(prevalence=opts.prevalence, multi_lesion_rate=opts.multi_rate)
         return open_phantom(phantom_count(spec), opts.seed, opts.resolution, schema, opts.multi_lesion, **kwargs)
     path = os.path.expanduser(spec)
     if not os.path.exists(path):
-        raise click.BadParameter(f'{path} does not exist', param_hint='--source')
+        raise dnnlib.UserError(f'{path} does not exist', param='--source')
     if zipfile.is_zipfile(path) or os.path.isfile(os.path.join(path, 'dataset.json')):
         source = open_dataset(path)
     elif os.path.isdir(path):
         source = open_folder(path, opts.file_column, opts.label_column, opts.class_names)
     else:
-        raise click.BadParameter(f'{path} is neither a folder nor a dataset zip', param_hint='--source')
+        raise dnnlib.UserError(f'{path} is neither a folder nor a dataset zip', param='--source')
     return relabel_source(source, opts.labels, opts.multi_lesion) if opts.labels else source
 
 
 def phantom_count(spec: str) -> int:
     count = spec[len('phantom:') :]
     if not count.isdigit() or int(count) < 1:
-        raise click.BadParameter(f'expected phantom:N with N >= 1, got {spec!r}', param_hint='--source')
+        raise dnnlib.UserError(f'expected phantom:N with N >= 1, got {spec!r}', param='--source')
     return int(count)

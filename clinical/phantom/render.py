@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from clinical.labels import NO_FINDING
-from clinical.phantom_canvas import Canvas, Vertebra, box_sdf, draw_blob
-from clinical.phantom_lesions import (
+from clinical.phantom.canvas import Canvas, Vertebra, box_sdf, draw_blob
+from clinical.phantom.lesions import (
     Box,
     apply_geometry,
     box_pixels,

@@ -10,7 +10,6 @@ import shutil
 import tempfile
 import zipfile
 
-import click
 import numpy as np
 import PIL.Image
 import PIL.ImageDraw
@@ -18,8 +17,8 @@ import PIL.ImageFont
 from tqdm import tqdm
 
 import dnnlib
+from clinical.data.sources import ConversionError, Label, SkipItem, Source, to_square_uint8
 from clinical.dicom_io import DicomReadError
-from clinical.sources import ConversionError, Label, SkipItem, Source, to_square_uint8
 
 # ----------------------------------------------------------------------------
 # Output: a zip or folder written under a temporary name and renamed into place only on success.
@@ -85,7 +84,7 @@ def convert(source: Source, writer: DatasetWriter | None, opts: dnnlib.EasyDict,
             except SkipItem as e:
                 skipped.append((item.name, str(e)))
                 continue
-            except click.ClickException:
+            except dnnlib.UserError:  # ConversionError from labelling: fatal whatever --on-error says.
                 raise
             except Exception as e:  # Decoders raise many types; the reason is reported either way.
                 reason = f'{type(e).__name__}: {e}' if not isinstance(e, (DicomReadError, OSError)) else str(e)

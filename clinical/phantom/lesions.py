@@ -5,7 +5,7 @@ make before layout, their local drawing after it, and their boxes in output pixe
 import numpy as np
 
 from clinical.labels import LESION_TYPES
-from clinical.phantom_canvas import Vertebra, draw_blob
+from clinical.phantom.canvas import Vertebra, draw_blob
 
 Box = tuple[float, float, float, float]  # (xmin, ymin, xmax, ymax) in output pixels.
 

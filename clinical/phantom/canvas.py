@@ -1,6 +1,6 @@
 """Drawing primitives of the spine phantom: local vertebra frames, the supersampled density canvas, signed
-distance functions and filled blobs. Shared by the anatomy (clinical.phantom) and the lesions
-(clinical.phantom_lesions); units as there (image width 1.0).
+distance functions and filled blobs. Shared by the anatomy (clinical.phantom.render) and the lesions
+(clinical.phantom.lesions); units as there (image width 1.0).
 """
 
 import dataclasses
