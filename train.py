@@ -108,6 +108,13 @@ P = OPTION_DEFAULTS
     default=P['resume'],
 )
 @click.option('--freezed', help='Freeze-D: number of frozen layers', metavar='INT', type=click.IntRange(min=0))
+@click.option(
+    '--nonfinite-guard',
+    help='Stop when losses or weights go NaN/inf (the last snapshot stays the last good one)',
+    metavar='BOOL',
+    type=bool,
+    default=P['nonfinite_guard'],
+)
 # Performance options.
 @click.option('--fp32', help='Disable mixed-precision training', metavar='BOOL', type=bool, default=P['fp32'])
 @click.option('--nhwc', help='Use NHWC memory format with FP16', metavar='BOOL', type=bool, default=P['nhwc'])

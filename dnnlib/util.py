@@ -75,7 +75,8 @@ def atomic_write(path: str, mode: str = 'wb'):
     path = os.fspath(path)
     dirname = os.path.dirname(os.path.abspath(path))
     os.makedirs(dirname, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dirname, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+    prefix = f'.{os.path.basename(path)}.pid{os.getpid()}.'  # The writer's pid: see remove_stale_temp_files.
+    fd, tmp = tempfile.mkstemp(dir=dirname, prefix=prefix, suffix='.tmp')
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -87,6 +88,28 @@ def atomic_write(path: str, mode: str = 'wb'):
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def remove_stale_temp_files(folder: str) -> list[str]:
+    """Delete atomic_write's temp files in `folder` whose writer process is gone (a killed run); returns them."""
+    removed = []
+    for name in _listdir(folder):
+        match = re.fullmatch(r'\..+\.pid(\d+)\.\w+\.tmp', name)
+        if match and not _process_exists(int(match.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, name))
+                removed.append(name)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _umask() -> int:

@@ -109,6 +109,9 @@ def _tee_output(log_path):
         sys.stdout, sys.stderr = _Tee(sys.stdout, log), _Tee(sys.stderr, log)
         try:
             yield
+        except Exception as err:
+            log.write(f'Error: {type(err).__name__}: {err}\n')  # The console gets it from the caller.
+            raise
         finally:
             sys.stdout, sys.stderr = saved
 

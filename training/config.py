@@ -55,7 +55,7 @@ CONFIG_PRESETS = {
 OPTION_DEFAULTS = dict(
     gpus=1, device='auto', snap=50, tick=4, metrics='none', seed=0, cond=False, subset=None, mirror=False,
     aug=None, p=None, target=None, ada_kimg=500, augpipe=None, resume='noresume', freezed=None,
-    fp32=False, nhwc=False, nobench=False, allow_tf32=False, workers=3,
+    fp32=False, nhwc=False, nobench=False, allow_tf32=False, workers=3, nonfinite_guard=True,
 )  # fmt: skip
 
 # Run-directory name parts, in order: (option, format) for every option the user set explicitly.
@@ -109,6 +109,7 @@ def setup_training_config(cfg: str = 'auto', **opts) -> dnnlib.EasyDict:
     c = dnnlib.EasyDict(num_gpus=opts.gpus, random_seed=opts.seed, device=opts.device)
     c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap
     c.kimg_per_tick = opts.tick
+    c.guard_nonfinite = bool(opts.nonfinite_guard)
     c.metrics = opts.metrics
     c.training_set_kwargs, dataset_name = setup_training_set_kwargs(opts)
     c.data_loader_kwargs = dnnlib.EasyDict(pin_memory=True, num_workers=min(opts.workers, os.cpu_count() or 1))
@@ -116,6 +117,12 @@ def setup_training_config(cfg: str = 'auto', **opts) -> dnnlib.EasyDict:
 
     preset = resolve_auto_preset(CONFIG_PRESETS[cfg], c.training_set_kwargs.resolution, opts.gpus)
     spec = dnnlib.EasyDict(preset, **{key: value for key, value in user.items() if key in preset})
+    if spec.channel_base < c.training_set_kwargs.resolution:
+        raise dnnlib.UserError(
+            f'{spec.channel_base} gives no channels at {c.training_set_kwargs.resolution} px; '
+            f'use at least the resolution',
+            param='--channel-base',
+        )
     setup_network_kwargs(c, spec, opts)
     c.update(total_kimg=spec.kimg, batch_size=spec.batch, ema_kimg=spec.ema_kimg, ema_rampup=spec.ema_rampup)
     c.batch_gpu = preset.batch // preset.ref_gpus

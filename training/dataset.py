@@ -5,9 +5,11 @@ errors for inconsistent data and a few extras: label statistics, `class_names` /
 and a resumable sampler.
 """
 
+import io
 import json
 import os
 import zipfile
+import zlib
 
 import numpy as np
 import PIL.Image
@@ -192,7 +194,10 @@ class ImageFolderDataset(Dataset):
             }
         elif self._file_ext(self._path) == '.zip':
             self._type = 'zip'
-            self._all_fnames = set(self._get_zipfile().namelist())
+            try:
+                self._all_fnames = set(self._get_zipfile().namelist())
+            except (zipfile.BadZipFile, OSError, EOFError) as err:
+                raise ValueError(f'{path}: not a readable zip file ({err})') from None
         else:
             raise ValueError(f'{path}: dataset path must be a directory or a .zip file')
 
@@ -240,12 +245,10 @@ class ImageFolderDataset(Dataset):
             return parse_dataset_json(f, self._path)
 
     def _scan_image_shape(self):
-        # Read every header (cheap: PIL decodes lazily) so mixed data fails here, not mid-training.
+        # Read every file once (zip CRC, PNG chunk CRCs; no decoding) so bad data fails here, not mid-training.
         first_shape, first_fname = None, None
         for fname in self._image_fnames:
-            with self._open_file(fname) as f:
-                image = PIL.Image.open(f)
-                shape = [_mode_channels(self._path, fname, image.mode), image.height, image.width]
+            shape = self._check_image(fname)
             if first_shape is None:
                 first_shape, first_fname = shape, fname
             elif shape != first_shape:
@@ -256,12 +259,27 @@ class ImageFolderDataset(Dataset):
                 )
         return first_shape
 
+    def _check_image(self, fname):
+        """[C, H, W] of one image file after checking that it reads completely; ValueError naming the file."""
+        try:
+            with self._open_file(fname) as f:
+                data = f.read()
+            with PIL.Image.open(io.BytesIO(data)) as image:
+                shape = [_mode_channels(self._path, fname, image.mode), image.height, image.width]
+                image.verify()
+        except (OSError, EOFError, SyntaxError, zipfile.BadZipFile, zlib.error) as err:
+            raise ValueError(f'{self._path}: {fname} is corrupt ({type(err).__name__}: {err})') from None
+        return shape
+
     def _load_raw_image(self, raw_idx):
         fname = self._image_fnames[raw_idx]
-        with self._open_file(fname) as f:
-            image = PIL.Image.open(f)
-            _mode_channels(self._path, fname, image.mode)
-            image = np.array(image)
+        try:
+            with self._open_file(fname) as f:
+                image = PIL.Image.open(f)
+                _mode_channels(self._path, fname, image.mode)
+                image = np.array(image)
+        except (OSError, EOFError, SyntaxError, zipfile.BadZipFile, zlib.error) as err:
+            raise ValueError(f'{self._path}: {fname} is corrupt ({type(err).__name__}: {err})') from None
         if image.ndim == 2:
             image = image[:, :, np.newaxis]  # HW => HWC
         image = image.transpose(2, 0, 1)  # HWC => CHW

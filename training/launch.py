@@ -18,6 +18,8 @@ def launch_training(c: dnnlib.EasyDict, outdir: str, dry_run: bool = False) -> s
     """Returns the run directory (not created on a dry run)."""
     c = dnnlib.EasyDict(c)
     desc = c.pop('desc')
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise dnnlib.UserError(f'{outdir} is a file, not a folder', param='--outdir')
     is_torchrun = distributed.torchrun_world_size() is not None
     rank = distributed.init_torchrun(c.device)[0] if is_torchrun else 0
     run_dir = dnnlib.util.next_run_dir(outdir, desc) if rank == 0 else None
@@ -25,6 +27,7 @@ def launch_training(c: dnnlib.EasyDict, outdir: str, dry_run: bool = False) -> s
     if rank == 0:
         print_options(c, dry_run)
         if not dry_run:
+            remove_stale_temp_files(outdir, c.get('resume_pkl'))
             write_options(c)
     if is_torchrun:
         torch.distributed.barrier()
@@ -37,6 +40,16 @@ def launch_training(c: dnnlib.EasyDict, outdir: str, dry_run: bool = False) -> s
     else:
         distributed.launch(training_loop.training_loop, c, c.num_gpus, c.device, log_path)
     return c.run_dir
+
+
+def remove_stale_temp_files(outdir, resume_pkl):
+    """Half-written snapshots of killed runs (atomic_write temp files) in outdir's runs and resume_pkl's folder."""
+    folders = [os.path.join(outdir, name) for name in sorted(os.listdir(outdir))] if os.path.isdir(outdir) else []
+    if resume_pkl and not dnnlib.util.is_url(resume_pkl):
+        folders.append(os.path.dirname(os.path.abspath(resume_pkl)))
+    for folder in folders:
+        for name in dnnlib.util.remove_stale_temp_files(folder):
+            print(f"Removed a killed run's temporary file {os.path.join(folder, name)}")
 
 
 def print_options(c, dry_run):

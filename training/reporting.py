@@ -33,6 +33,7 @@ def setup_reporting(opts, training_set, policy, nets, device, progress):
     report = dnnlib.EasyDict(start_time=time.time(), tick_start_time=time.time(), maintenance_time=0.0)
     report.stats_collector = training_stats.Collector(regex='.*')
     report.loss_collector = training_stats.Collector(regex=r'Loss/(G|D)/loss')
+    report.guard_collector = training_stats.Collector(regex=r'Loss/(G|D)/.*')
     report.stats_jsonl = report.stats_tfevents = report.grid = None
     report.metrics = build_metrics(opts.metrics)
     if opts.rank == 0:
@@ -158,6 +159,36 @@ def gpu_mem_gb(device):
     peak = torch.cuda.max_memory_allocated(device) / 2**30
     torch.cuda.reset_peak_memory_stats(device)
     return peak
+
+
+# ----------------------------------------------------------------------------
+# Guard: a tick whose losses or weights are not finite stops the run before it writes a snapshot, so the
+# last snapshot on disk is the last good one.
+
+
+def loss_phase(stat_name):
+    """'Loss/G/reg' -> 'Greg', 'Loss/D/loss' -> 'Dmain', 'Loss/G/clinical' -> 'Gmain', ..."""
+    net = stat_name.split('/')[1]
+    return net + ('reg' if stat_name.endswith('/reg') else 'main')
+
+
+class NonFiniteError(dnnlib.UserError):  # Not the user's fault, but a one-line stop with no traceback.
+    pass
+
+
+def check_finite(report, nets, progress):
+    report.guard_collector.update()
+    stats = report.guard_collector
+    bad_stats = [name for name in stats.names() if stats.num(name) and not np.isfinite(stats.mean(name))]
+    phases = sorted({loss_phase(name) for name in bad_stats})
+    bad = [f'{phase} ({", ".join(n for n in bad_stats if loss_phase(n) == phase)})' for phase in phases]
+    for net in ('G', 'D'):
+        bad += [f'{net} weight {name}' for name, p in nets[net].named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise NonFiniteError(
+            f'non-finite values in tick {progress.cur_tick} (kimg {progress.cur_nimg / 1000:g}): {", ".join(bad[:4])}; '
+            f'stopped before writing a snapshot, so the last one is the last good one (--nonfinite-guard=0 goes on)'
+        )
 
 
 # ----------------------------------------------------------------------------

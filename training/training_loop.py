@@ -74,6 +74,7 @@ def training_loop(
     resume_pkl              = None,     # Network pickle to resume from (exactly if it has `resume_state`).
     cudnn_benchmark         = True,     # Enable torch.backends.cudnn.benchmark?
     allow_tf32              = False,    # Enable torch.backends.cuda.matmul.allow_tf32 and cudnn.allow_tf32?
+    guard_nonfinite         = True,     # Stop (keeping the last good snapshot) when losses or weights go non-finite.
     abort_fn                = None,     # Callback that determines whether to abort training.
     progress_fn             = None,     # Callback function for updating training progress.
     device                  = None,     # torch.device; None = cuda:rank if available, else cpu.
@@ -116,6 +117,8 @@ def training_loop(
         if not done and progress.cur_tick != 0 and progress.cur_nimg < tick_end_nimg:
             continue
         done = reporting.maybe_report(report, opts, nets, progress, device) or done
+        if guard_nonfinite:
+            reporting.check_finite(report, nets, progress)
         snapshot = maybe_snapshot(report, opts, nets, loss, phases, progress, training_set, done)
         reporting.maybe_evaluate_metrics(report, opts, snapshot, device)
         reporting.finish_tick(report, progress.cur_nimg)

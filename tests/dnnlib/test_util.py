@@ -2,6 +2,8 @@
 
 import doctest
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -67,3 +69,22 @@ def test_open_url_uses_cache_and_names_path_offline(tmp_path, monkeypatch):
 def test_next_run_dir(tmp_path):
     (tmp_path / '00003-old').mkdir()
     assert util.next_run_dir(str(tmp_path), 'new') == str(tmp_path / '00004-new')
+
+
+def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()
+    stale = tmp_path / f'.network-snapshot-000004.pkl.pid{dead.pid}.x1y2.tmp'
+    live = tmp_path / f'.network-snapshot-000008.pkl.pid{os.getpid()}.x1y2.tmp'
+    other = tmp_path / '.notes.tmp'
+    for path in (stale, live, other):
+        path.write_bytes(b'half a snapshot')
+    assert dnnlib.util.remove_stale_temp_files(str(tmp_path)) == [stale.name]
+    assert sorted(os.listdir(tmp_path)) == sorted([live.name, other.name])
+
+
+def test_atomic_write_temp_name_carries_the_writer_pid(tmp_path):
+    with dnnlib.util.atomic_write(str(tmp_path / 'a.bin')) as f:
+        (name,) = [n for n in os.listdir(tmp_path) if n.endswith('.tmp')]
+        f.write(b'x')
+    assert name.startswith(f'.a.bin.pid{os.getpid()}.')

@@ -1,0 +1,102 @@
+"""Bad input to train.py: one line naming the problem, exit code 2, no traceback, nothing written."""
+
+import collections
+import io
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import PIL.Image
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
+TINY = ['--cfg=cpu', '--channel-base=256', '--channel-max=16', '--batch=4', '--workers=0', '--kimg=0.004']
+
+# ----------------------------------------------------------------------------
+# Inputs, made once: good data, broken datasets and broken resume pickles.
+
+
+def _png(seed):
+    buf = io.BytesIO()
+    PIL.Image.fromarray(np.random.RandomState(seed).randint(0, 255, [16, 16], dtype=np.uint8)).save(buf, 'PNG')
+    return buf.getvalue()
+
+
+def _zip(path, files, compression=zipfile.ZIP_STORED):
+    with zipfile.ZipFile(path, 'w', compression) as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def inputs(tmp_path_factory, tiny_dataset):
+    root = tmp_path_factory.mktemp('bad')
+    good = {f'img{i}.png': _png(i) for i in range(8)}
+    whole = open(_zip(root / 'whole.zip', good), 'rb').read()
+    (root / 'truncated.zip').write_bytes(whole[: len(whole) // 2])
+    (root / 'random.zip').write_bytes(np.random.RandomState(0).bytes(4096))
+    crc = bytearray(whole)
+    crc[whole.index(good['img3.png']) + 60] ^= 0xFF  # Inside a stored member: the zip CRC no longer matches.
+    (root / 'crc.zip').write_bytes(bytes(crc))
+    damaged = dict(good, **{'img5.png': good['img5.png'][:50] + b'\0' * 20 + good['img5.png'][70:]})
+    _zip(root / 'damaged_png.zip', damaged)
+    os.makedirs(root / 'empty_folder')
+    (root / 'not_a_folder').write_text('keep me')
+    pickles = dict(
+        int_pkl=pickle.dumps(1), no_networks=pickle.dumps({'G_ema': 1}), truncated_pkl=pickle.dumps([1] * 100)[:20],
+        missing_module=pickle.dumps(collections.OrderedDict, protocol=0).replace(b'collections', b'no_such_mod'),
+    )  # fmt: skip
+    for name, data in pickles.items():
+        (root / f'{name}.pkl').write_bytes(data)
+    return dict(root=root, data=tiny_dataset(path=root / 'data.zip'), unlabelled=tiny_dataset(labels=False))
+
+
+# ----------------------------------------------------------------------------
+# The table: (extra args, with {root} and {data} filled in, and a piece of the one error line).
+
+CASES = {
+    'kimg nan': (['--kimg=nan'], 'not a finite number'),
+    'kimg inf': (['--kimg=inf'], 'not a finite number'),
+    'ada-kimg nan': (['--ada-kimg=nan'], 'not a finite number'),
+    'gamma nan': (['--gamma=nan'], 'not a finite number'),
+    'gamma -inf': (['--gamma=-inf'], '--gamma'),
+    'tick nan': (['--tick=nan'], 'not a finite number'),
+    'p nan': (['--aug=fixed', '--p=nan'], 'not a finite number'),
+    'target inf': (['--target=inf'], '--target'),
+    'channel-base 1': (['--channel-base=1'], 'gives no channels'),
+    'gpus 3': (['--gpus=3'], 'must be a power of two'),
+    'outdir is a file': (['--outdir={root}/not_a_folder'], 'is a file, not a folder'),
+    'resume int pickle': (['--resume={root}/int_pkl.pkl'], 'not a network snapshot'),
+    'resume no networks': (['--resume={root}/no_networks.pkl'], "no network 'G'"),
+    'resume truncated': (['--resume={root}/truncated_pkl.pkl'], 'cannot load snapshot'),
+    'resume missing module': (['--resume={root}/missing_module.pkl'], 'No module named'),
+    'resume missing file': (['--resume={root}/nope.pkl'], 'no such file'),
+    'data missing': (['--data={root}/nope.zip'], 'no such file or directory'),
+    'data truncated zip': (['--data={root}/truncated.zip'], 'not a readable zip file'),
+    'data random bytes': (['--data={root}/random.zip'], 'not a readable zip file'),
+    'data bad CRC': (['--data={root}/crc.zip'], 'img3.png is corrupt'),
+    'data damaged PNG': (['--data={root}/damaged_png.zip'], 'img5.png is corrupt'),
+    'data empty folder': (['--data={root}/empty_folder'], 'no image files'),
+    'cond without labels': (['--data={unlabelled}', '--cond=1'], '--cond'),
+}
+
+
+@pytest.mark.parametrize('case', list(CASES))
+def test_bad_input(inputs, case):
+    extra, message = CASES[case]
+    outdir = inputs['root'] / f'out-{case.replace(" ", "_")}'
+    args = [f'--outdir={outdir}', f'--data={inputs["data"]}', *TINY]
+    args += [arg.format(root=inputs['root'], unlabelled=inputs['unlabelled']) for arg in extra]
+    result = subprocess.run([sys.executable, 'train.py', *args], cwd=REPO, env=ENV, capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    errors = [line for line in output.splitlines() if line.startswith('Error')]
+    assert result.returncode == 2, output[-2000:]
+    assert len(errors) == 1 and message in errors[0].replace("'--", '--').replace("':", ':'), output[-2000:]
+    assert 'Traceback' not in output
+    assert not outdir.exists()
+    assert (inputs['root'] / 'not_a_folder').read_text() == 'keep me'
