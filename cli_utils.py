@@ -23,6 +23,9 @@ class FiniteFloat(click.FloatRange):
             self.fail(f'{value!r} is not a finite number', param, ctx)
         return value
 
+    def _describe_range(self):
+        return 'finite' if self.min is None and self.max is None else super()._describe_range()
+
 
 def finite_float(min=None, max=None, min_open=False, max_open=False):  # noqa: A002 - click's names.
     return FiniteFloat(min=min, max=max, min_open=min_open, max_open=max_open)

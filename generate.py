@@ -1,7 +1,8 @@
-"""Generate images (one PNG per seed, or one grid) from a network snapshot, on CPU or CUDA.
+"""Generate images (one PNG per seed, or one grid) from a network snapshot or a release, on CPU or CUDA.
 
 Examples:
     python generate.py --network=runs/00000-x/network-snapshot-000100.pkl --seeds=0-7 --outdir=out
+    python generate.py --network=G.safetensors --seeds=0-7 --outdir=out   # a release (export.py)
     python generate.py --network=snap.pkl --seeds=0-15 --class=2 --grid --outdir=out
     python generate.py --network=snap.pkl --seeds=0-3 --class=0,1,0,0,1,0,0,0 --outdir=out   # multi-label
 """
@@ -15,10 +16,12 @@ import numpy as np
 import PIL.Image
 import torch
 
+import cli_utils
 import dnnlib
 from clinical.labels import resolve_class
-from training import checkpoint
-from training.dataset import read_dataset_metadata
+from training import checkpoint, release
+
+MAX_SEED = 2**32 - 1  # numpy's RandomState takes seeds in [0, 2**32).
 
 # ----------------------------------------------------------------------------
 # "0-7,10" -> [0, 1, ..., 7, 10].
@@ -33,33 +36,31 @@ def parse_range(text):
         lo, hi = int(match.group(1)), int(match.group(2) or match.group(1))
         if hi < lo:
             raise click.BadParameter(f'range {part.strip()!r} is empty', param_hint='--seeds')
+        if hi > MAX_SEED:
+            raise click.BadParameter(f'seed {hi} is too large (at most 2**32 - 1 = {MAX_SEED})', param_hint='--seeds')
         values += range(lo, hi + 1)
     return values
 
 
 # ----------------------------------------------------------------------------
-# Snapshot loading: G_ema on the device, plus the class names the model was trained with (if known).
+# Network loading: G_ema on the device, plus the class names the model was trained with (None if unknown),
+# from a release (training.release: safetensors, no pickle) or a snapshot pickle (trusted sources only).
 
 
-def load_network(network_pkl, device):
-    try:
-        data = checkpoint.load_snapshot(network_pkl)
-    except dnnlib.UserError as err:
-        raise click.BadParameter(str(err), param_hint=err.param) from None
-    G = data['G_ema'].eval().requires_grad_(False).to(device)
-    return G, data
+def load_network(network, device):
+    """(G, class_names). Raises dnnlib.UserError (naming --network) for a file that is neither."""
+    if release.is_release(network):
+        print(f'Loading generator from release "{network}" (safetensors)...')
+        G, config = release.load_release(network, device, param='--network')
+        return G, config.class_names
+    print(f'Loading networks from snapshot "{network}" (pickle: trusted sources only)...')
+    data = checkpoint.load_snapshot(network, param='--network')
+    return data['G_ema'].eval().requires_grad_(False).to(device), snapshot_class_names(data)
 
 
 def snapshot_class_names(data):
     """class_names stored with the snapshot, else read from the training set's dataset.json, else None."""
-    names = (data.get('dataset_info') or {}).get('class_names')
-    if names is not None:
-        return list(names)
-    path = (data.get('training_set_kwargs') or {}).get('path')
-    try:
-        return read_dataset_metadata(path).get('class_names') if path else None
-    except (OSError, ValueError):
-        return None
+    return release.snapshot_info(data)['class_names']
 
 
 # ----------------------------------------------------------------------------
@@ -78,13 +79,8 @@ def make_label(class_spec, c_dim, class_names):
     class_spec = class_spec.strip()
     if re.fullmatch(r'\d+', class_spec):
         return one_hot(int(class_spec), c_dim)
-    if re.fullmatch(r'[-+.\deE]+(,[-+.\deE]+)+', class_spec):
-        try:
-            vector = np.array([float(v) for v in class_spec.split(',')], dtype=np.float32)
-        except ValueError:
-            raise click.BadParameter(
-                f'{class_spec!r} is not a comma-separated label vector', param_hint='--class'
-            ) from None
+    vector = parse_vector(class_spec) if ',' in class_spec else None
+    if vector is not None:
         return check_vector(vector, c_dim)
     return check_vector(resolve_class_names(class_spec, class_names), c_dim)
 
@@ -95,6 +91,20 @@ def one_hot(index, c_dim):
     label = np.zeros([c_dim], dtype=np.float32)
     label[index] = 1
     return label
+
+
+def parse_vector(text):
+    """'0,1.5,0' -> float32 vector, or None if an entry is not a number (then it is a list of names).
+
+    Every entry must be finite in float32: 'nan,0' and '1e39,0' (inf in float32) are errors.
+    """
+    try:
+        values = np.array([float(v) for v in text.split(',')], dtype=np.float64)
+    except ValueError:
+        return None
+    if not np.all(np.abs(values) <= np.finfo(np.float32).max):  # Also false for NaN.
+        raise click.BadParameter(f'{text!r}: label entries must be finite float32 numbers', param_hint='--class')
+    return values.astype(np.float32)
 
 
 def check_vector(vector, c_dim):
@@ -165,14 +175,43 @@ def tile_grid(images):
 
 
 # ----------------------------------------------------------------------------
+# --outdir: refuse a file before loading anything; create the folder only once the inputs are good.
+
+
+def check_outdir(outdir):
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise click.BadParameter(f'{outdir!r} is a file, not a folder', param_hint='--outdir')
+
+
+def make_outdir(outdir):
+    try:
+        os.makedirs(outdir, exist_ok=True)
+    except OSError as err:
+        raise click.BadParameter(f'cannot create {outdir!r} ({err.strerror})', param_hint='--outdir') from None
+
+
+# ----------------------------------------------------------------------------
 # Command line.
 
 
 @click.command(context_settings=dict(max_content_width=120))
-@click.option('--network', 'network_pkl', help='Network pickle (path or URL)', metavar='PKL', type=str, required=True)
+@click.option(
+    '--network',
+    'network_pkl',
+    help='Snapshot pickle (path or URL; trusted sources only) or .safetensors release (export.py)',
+    metavar='PKL|FILE',
+    type=str,
+    required=True,
+)
 @click.option('--seeds', help='Seeds, e.g. 0-7,10', metavar='LIST', type=str, required=True)
 @click.option(
-    '--trunc', 'truncation_psi', help='Truncation psi', metavar='FLOAT', type=float, default=1, show_default=True
+    '--trunc',
+    'truncation_psi',
+    help='Truncation psi',
+    metavar='FLOAT',
+    type=cli_utils.finite_float(),
+    default=1,
+    show_default=True,
 )
 @click.option(
     '--class',
@@ -202,22 +241,24 @@ def tile_grid(images):
     '--device', help='Device kind', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True
 )
 def main(network_pkl, seeds, truncation_psi, class_spec, noise_mode, outdir, grid, batch, device):
-    """Generate images using a pretrained network pickle.
+    """Generate images using a network snapshot pickle or a safetensors release.
 
     \b
     Example:
     python generate.py --network=snap.pkl --seeds=0-15 --grid --outdir=out
+    python generate.py --network=G.safetensors --seeds=0-15 --grid --outdir=out
     """
     seeds = parse_range(seeds)
+    check_outdir(outdir)
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if device == 'cuda' and not torch.cuda.is_available():
         raise click.BadParameter('CUDA is not available on this machine', param_hint='--device')
-    print(f'Loading networks from "{network_pkl}"...')
-    G, data = load_network(network_pkl, torch.device(device))
-    label = make_label(class_spec, G.c_dim, snapshot_class_names(data))
+    with cli_utils.user_errors():
+        G, class_names = load_network(network_pkl, torch.device(device))
+    label = make_label(class_spec, G.c_dim, class_names)
+    make_outdir(outdir)
     images = generate_images(G, seeds, label, truncation_psi, noise_mode, batch, device)
-    os.makedirs(outdir, exist_ok=True)
     if grid:
         save_png(tile_grid(images), os.path.join(outdir, 'grid.png'))
         print(f'Wrote {os.path.join(outdir, "grid.png")} ({len(seeds)} images)')

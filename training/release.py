@@ -27,7 +27,9 @@ GENERATOR_CLASS = 'training.networks.Generator'
 
 
 def is_release(path: str) -> bool:
-    """True for a '.safetensors' name or a local file whose header is safetensors' (u64 length, then '{')."""
+    """True for a '.safetensors' name or a local file that starts like one: a u64 header length (safetensors caps it
+    at 100 MB), then '{'. A pickle (protocol 2+) has part of a frame length there, never '{'.
+    """
     if str(path).lower().endswith('.safetensors'):
         return True
     try:
@@ -35,7 +37,7 @@ def is_release(path: str) -> bool:
             head = f.read(9)
     except OSError:
         return False
-    return len(head) == 9 and head[8:9] == b'{' and not head.startswith(b'\x80')  # Pickles start with 0x80.
+    return len(head) == 9 and head[8:9] == b'{' and int.from_bytes(head[:8], 'little') < 100_000_000
 
 
 # ----------------------------------------------------------------------------
@@ -50,7 +52,9 @@ def snapshot_info(data: dict) -> dict:
     labels = data.get('dataset_info') or {}
     if labels.get('class_names') is None:
         labels = _training_set_metadata(data)
-    dp = data.get('dp', (data.get('resume_state') or {}).get('dp'))
+    dp = data.get('dp')
+    if dp is None:
+        dp = (data.get('resume_state') or {}).get('dp')
     class_names = labels.get('class_names')
     return dict(
         class_names=list(class_names) if class_names is not None else None,
