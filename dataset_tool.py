@@ -11,7 +11,6 @@ Examples:
 """
 
 import collections
-import contextlib
 import os
 import shutil
 import tempfile
@@ -20,6 +19,7 @@ import click
 from tqdm import tqdm
 
 import dnnlib
+from cli_utils import finite_float, user_errors
 from clinical import labels as schema_lib
 from clinical.data import ConversionError, DatasetWriter, Source, convert, open_source, phantom_count, write_preview
 from clinical.dicom_io import write_vindr_tree
@@ -105,25 +105,6 @@ def convert_source(opts: dnnlib.EasyDict) -> None:
 
 
 # ----------------------------------------------------------------------------
-# Domain errors -> one click error line, exit 2: "Invalid value for --flag: ..." when the error names a flag,
-# a bare "Error: ..." (a conversion problem naming the image) when it does not.
-
-
-class _DataError(click.ClickException):
-    exit_code = 2  # Like click's usage errors; a plain ClickException exits with 1.
-
-
-@contextlib.contextmanager
-def _user_errors_as_click():
-    try:
-        yield
-    except dnnlib.UserError as err:
-        if err.param is None:
-            raise _DataError(str(err)) from err
-        raise click.BadParameter(str(err), param_hint=err.param) from err
-
-
-# ----------------------------------------------------------------------------
 # Option checks that need more than one flag.
 
 
@@ -133,15 +114,27 @@ def _power_of_two(_ctx, _param, value):
     return value
 
 
-def _check_dest(dest: str | None, preview: str | None, vindr_tree: bool, source: str) -> None:
-    if dest is None and preview is None:
+def _check_dest(opts: dnnlib.EasyDict) -> None:
+    if opts.dest is None and opts.preview is None:
         raise click.UsageError('give --dest, --preview, or both')
-    if vindr_tree and (dest is None or not source.startswith('phantom:')):
+    if opts.vindr_tree and (opts.dest is None or not opts.source.startswith('phantom:')):
         raise click.UsageError('--vindr-tree needs --source phantom:N and a --dest folder')
-    if dest and not vindr_tree and not dest.lower().endswith('.zip') and os.path.isdir(dest) and os.listdir(dest):
+    if opts.dest is not None and not opts.vindr_tree:
+        _check_output(opts.dest, opts.overwrite)
+
+
+def _check_output(dest: str, overwrite: bool) -> None:
+    if not dest.strip():
+        raise click.BadParameter('the path is empty', param_hint='--dest')
+    is_zip = dest.lower().endswith('.zip')
+    if os.path.isdir(dest) and is_zip:
+        raise click.BadParameter(f'{dest} is a folder; give a .zip file name or a folder name', param_hint='--dest')
+    if os.path.isdir(dest) and os.listdir(dest):
         raise click.BadParameter(f'folder {dest} is not empty', param_hint='--dest')
-    if dest and not vindr_tree and os.path.isfile(dest) and not dest.lower().endswith('.zip'):
+    if os.path.lexists(dest) and not os.path.isdir(dest) and not is_zip:
         raise click.BadParameter(f'{dest} is a file; use a .zip name or a folder', param_hint='--dest')
+    if os.path.lexists(dest) and not os.path.isdir(dest) and not overwrite:
+        raise click.BadParameter(f'{dest} already exists; add --overwrite to replace it', param_hint='--dest')
 
 
 # ----------------------------------------------------------------------------
@@ -169,9 +162,19 @@ def _check_dest(dest: str | None, preview: str | None, vindr_tree: bool, source:
 @click.option('--class-names', metavar='A,B,..', help='Names of integer classes')
 @click.option('--seed', type=int, default=0, metavar='INT', show_default=True, help='Phantom seed')
 @click.option(
-    '--prevalence', type=click.FloatRange(0, 1), default=0.5, show_default=True, help='Phantom: abnormal rate'
+    '--bits', type=click.IntRange(8, 16), metavar='INT', help='Bit depth of 16-bit PNG/TIFF  [default: from the max]'
 )
-@click.option('--multi-rate', type=click.FloatRange(0, 1), default=0.2, show_default=True, help='Phantom: 2+ types')
+@click.option(
+    '--prevalence',
+    type=finite_float(0, 1),
+    default=0.5,
+    metavar='FLOAT',
+    show_default=True,
+    help='Phantom: abnormal rate',
+)
+@click.option(
+    '--multi-rate', type=finite_float(0, 1), default=0.2, metavar='FLOAT', show_default=True, help='Phantom: 2+ types'
+)
 @click.option(
     '--on-error', type=click.Choice(['fail', 'skip']), default='fail', show_default=True, help='Undecodable files'
 )
@@ -185,6 +188,7 @@ def _check_dest(dest: str | None, preview: str | None, vindr_tree: bool, source:
     help='Preview row length',
 )
 @click.option('--vindr-tree', is_flag=True, help='Write phantom:N as a VinDr-SpineXR DICOM tree in --dest')
+@click.option('--overwrite', is_flag=True, help='Replace an existing --dest zip (atomically, once written)')
 def main(**kwargs):
     """Convert a radiograph source into a training dataset (PNG + dataset.json, zip or folder).
 
@@ -196,14 +200,19 @@ def main(**kwargs):
                   --multi-lesion drop|first|error), lesion-multi (8-dim multi-hot), none. On folders
                   and datasets it relabels through their class names.
     --class-names for integer CSV labels; default: the <label-column>_name column, else 0..K-1.
+                  labels.csv is strict: UTF-8, one row per image inside the folder, labels all
+                  names or all non-negative integers.
+    --bits        16-bit PNG/TIFF scale by their bit depth: by default the smallest of 10, 12, 14,
+                  16 bits that holds the image's maximum; --bits N forces N (larger values fail).
     --transform   center-crop, or pad-to-square keeping the whole film; --resample lanczos|area.
     --on-error    fail (exit 2 naming the file) or skip (listed in the summary).
     --vindr-tree  with phantom:N, write DICOMs + annotations/<split>.csv into the --dest folder.
+    --dest        a new .zip, a new or empty folder; an existing zip only with --overwrite.
     """
     opts = dnnlib.EasyDict(kwargs)
     opts.class_names = [n.strip() for n in opts.class_names.split(',')] if opts.class_names else None
-    _check_dest(opts.dest, opts.preview, opts.vindr_tree, opts.source)
-    with _user_errors_as_click():
+    _check_dest(opts)
+    with user_errors():
         convert_source(opts)
 
 

@@ -195,6 +195,33 @@ def test_folder_per_class_with_16_bit_png_jpeg_and_dicom(tmp_path):
     assert ImageFolderDataset(str(dest), use_labels=True).label_dim == 2
 
 
+def test_12_bit_data_in_16_bit_pngs_keeps_its_brightness(tmp_path):
+    src = tmp_path / 'src'
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    films = [np.rint(film(32, 32) * rng.uniform(3000, 4095) + rng.normal(0, 40, (32, 32))).clip(0, 4095) for _ in '12']
+    for i, values in enumerate(films):
+        PIL.Image.fromarray(values.astype(np.uint16)).save(src / f'{i}.png')
+    for bits, scale in ((None, 4095), (16, 65535)):
+        dest = tmp_path / f'{bits}.zip'
+        result = run('--source', src, '--dest', dest, '--resolution', 32, *(['--bits', bits] if bits else []))
+        assert result.exit_code == 0, result.output
+        _meta, images = read_zip_unlabelled(dest)
+        got = np.mean([images[name].mean() for name in sorted(images)])
+        want = np.mean([values * 255 / scale for values in films])
+        assert abs(got - want) < 5, (bits, got, want)  # 12-bit: ~100 grey levels; scaled by 65535 it was ~6.
+
+
+def test_existing_dest_zip_is_replaced_only_with_overwrite(tmp_path):
+    dest = tmp_path / 'd.zip'
+    dest.write_bytes(b'old')
+    refused = run('--source', 'phantom:2', '--dest', dest, '--resolution', 8)
+    assert refused.exit_code == 2 and '--overwrite' in refused.output and dest.read_bytes() == b'old'
+    result = run('--source', 'phantom:2', '--dest', dest, '--resolution', 8, '--overwrite')
+    assert result.exit_code == 0, result.output
+    assert len(read_zip(dest)[0]['labels']) == 2 and leftovers(tmp_path) == []
+
+
 def test_labels_csv_with_string_labels_and_columns(tmp_path):
     src = tmp_path / 'src'
     src.mkdir()

@@ -5,11 +5,11 @@ Problems with the source itself raise dnnlib.UserError naming the flag; problems
 ConversionError naming the image. The CLI turns both into one-line errors (exit 2).
 """
 
-import csv
 import dataclasses
 import io
 import os
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -18,12 +18,13 @@ import PIL.ImageOps
 
 import dnnlib
 from clinical import labels as schema_lib
+from clinical.data.labels_csv import read_labels_csv
 from clinical.dicom_io import DicomReadError, read_dicom, read_vindr_annotations, vindr_image_path
 from clinical.phantom import make_phantom
-from training.dataset import read_dataset_metadata
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.dcm', '.dicom')
 DICOM_EXTENSIONS = ('.dcm', '.dicom')
+INFERRED_BITS = (10, 12, 14, 16)  # Depths a 16-bit container's maximum value is matched against, smallest first.
 Label = int | list[float] | None
 
 
@@ -58,24 +59,48 @@ class Source:
 
 
 # ----------------------------------------------------------------------------
-# Any supported image file (or bytes) -> float32 [H, W] in [0, 1]; 16-bit data scaled as floats.
+# Any supported image file (or bytes) -> float32 [H, W] in [0, 1]; 16-bit data scaled by its bit depth.
 
 
-def decode_image(path: str, data: bytes | None = None) -> np.ndarray:
-    """Decode DICOM, PNG (8/16-bit), JPEG, BMP or TIFF to a float32 grayscale image in [0, 1]."""
+def decode_image(path: str, data: bytes | None = None, bits: int | None = None) -> np.ndarray:
+    """Decode DICOM, PNG (8/16-bit), JPEG, BMP or TIFF to a float32 grayscale image in [0, 1].
+
+    Args:
+        path: The file, or the name of `data` (shown in errors; its extension picks the decoder).
+        data: The file's bytes, when it comes from an archive.
+        bits: Bit depth of 16-bit PNG/TIFF data (--bits); None infers it from the maximum value.
+
+    Raises:
+        dnnlib.UserError: a value above 2**bits - 1.
+    """
     if path.lower().endswith(DICOM_EXTENSIONS):
         if data is not None:
             raise DicomReadError('DICOM inside a dataset archive is not supported')
         return read_dicom(path)
     with PIL.Image.open(io.BytesIO(data) if data is not None else path) as image:
         image = PIL.ImageOps.exif_transpose(image)
-        if image.mode.startswith('I'):  # 16-bit PNG/TIFF: full uint16 range -> [0, 1].
-            return np.clip(np.asarray(image, dtype=np.float64) / 65535, 0, 1).astype(np.float32)
+        if image.mode.startswith('I'):  # 16-bit PNG/TIFF.
+            return scale_by_bit_depth(np.asarray(image, dtype=np.float64), path, bits)
         if image.mode == 'F':
             return np.clip(np.asarray(image, dtype=np.float32), 0, 1)
         if image.mode != 'L':
             image = image.convert('L')
         return np.asarray(image, dtype=np.float32) / 255
+
+
+# ----------------------------------------------------------------------------
+# Integer pixels -> [0, 1] by their real bit depth: 10/12/14-bit radiographs kept in 16-bit words would come out
+# nearly black scaled by 65535. `bits` forces the depth; None takes the smallest of INFERRED_BITS that holds the max.
+
+
+def scale_by_bit_depth(values: np.ndarray, path: str, bits: int | None = None) -> np.ndarray:
+    peak = float(values.max()) if values.size else 0.0
+    if bits is None:
+        bits = next((b for b in INFERRED_BITS if peak <= 2**b - 1), INFERRED_BITS[-1])
+    elif peak > 2**bits - 1:
+        message = f'{path} holds the value {peak:.0f}, above {2**bits - 1}, the maximum of {bits}-bit data'
+        raise dnnlib.UserError(message, param='--bits')
+    return np.clip(values / (2**bits - 1), 0, 1).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------
@@ -110,8 +135,9 @@ def open_vindr(root: str, split: str, schema: str, multi_lesion: str) -> Source:
         raise dnnlib.UserError(f'{csv_path} not found (expected a VinDr-SpineXR tree)', param='--source')
     try:
         findings = read_vindr_annotations(csv_path)
-    except ValueError as e:
-        raise dnnlib.UserError(str(e), param='--source') from None
+    except ValueError as e:  # UnicodeDecodeError is one, but does not name the file.
+        message = f'{csv_path}: not UTF-8 ({e})' if isinstance(e, UnicodeDecodeError) else str(e)
+        raise dnnlib.UserError(message, param='--source') from None
     source = Source([], schema_lib.class_names(schema), schema)
     for image_id, rows in findings.items():
         path = vindr_image_path(root, split, image_id)
@@ -156,18 +182,23 @@ def open_phantom(count: int, seed: int, resolution: int, schema: str, multi_lesi
 # A folder of images: labels.csv, one sub-folder per class, or unlabelled.
 
 
-def open_folder(path: str, file_column: str, label_column: str, class_names: list[str] | None) -> Source:
-    csv_path = os.path.join(path, 'labels.csv')
-    if os.path.isfile(csv_path):
-        return _open_labels_csv(path, csv_path, file_column, label_column, class_names)
+def open_folder(
+    path: str, file_column: str, label_column: str, class_names: list[str] | None, bits: int | None = None
+) -> Source:
+    if os.path.isfile(os.path.join(path, 'labels.csv')):
+        rows, names = read_labels_csv(path, file_column, label_column, class_names)
+        return Source([_file_item(path, f, index, bits) for f, index in rows], names, f'csv:{label_column}')
     files = sorted(_walk_images(path))
     if not files:
         raise dnnlib.UserError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) found in {path}', param='--source')
     folders = sorted({f.split('/')[0] for f in files if '/' in f})
     if folders and all('/' in f for f in files):  # One sub-folder per class.
-        items = [_file_item(path, f, folders.index(f.split('/')[0])) for f in files]
+        if class_names is not None and len(class_names) != len(folders):
+            message = f'{len(class_names)} names for {len(folders)} class folders ({", ".join(folders)})'
+            raise dnnlib.UserError(message, param='--class-names')
+        items = [_file_item(path, f, folders.index(f.split('/')[0]), bits) for f in files]
         return Source(items, class_names or folders, 'folders')
-    return Source([_file_item(path, f, None) for f in files], None, None)
+    return Source([_file_item(path, f, None, bits) for f in files], None, None)
 
 
 def _walk_images(path: str) -> Iterator[str]:
@@ -177,54 +208,17 @@ def _walk_images(path: str) -> Iterator[str]:
                 yield os.path.relpath(os.path.join(root, fname), path).replace(os.sep, '/')
 
 
-def _file_item(root: str, relpath: str, label: Label) -> Item:
-    return Item(relpath, lambda: (decode_image(os.path.join(root, relpath)), label))
-
-
-def _open_labels_csv(path, csv_path, file_column, label_column, class_names) -> Source:
-    with open(csv_path, newline='', encoding='utf-8') as f:
-        reader = csv.DictReader(f)
-        rows, columns = list(reader), reader.fieldnames or []
-    for column, flag in ((file_column, '--file-column'), (label_column, '--label-column')):
-        if column not in columns:
-            raise dnnlib.UserError(f'{csv_path} has no column {column!r} (columns: {", ".join(columns)})', param=flag)
-    if not rows:
-        raise dnnlib.UserError(f'{csv_path} lists no images', param='--source')
-    values = [row[label_column].strip() for row in rows]
-    if all(v.lstrip('-').isdigit() for v in values):
-        indices = [int(v) for v in values]
-        names = (
-            class_names or _names_from_column(rows, label_column, indices) or [str(i) for i in range(max(indices) + 1)]
-        )
-    else:
-        names = class_names or sorted(set(values))
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise dnnlib.UserError(f'labels {unknown} are not in --class-names', param='--class-names')
-        indices = [names.index(v) for v in values]
-    items = [_file_item(path, row[file_column], index) for row, index in zip(rows, indices)]
-    return Source(items, names, f'csv:{label_column}')
-
-
-def _names_from_column(rows, label_column, indices) -> list[str] | None:
-    name_column = f'{label_column}_name'  # e.g. label -> label_name, when present and consistent.
-    if name_column not in rows[0]:
-        return None
-    mapping = {}
-    for row, index in zip(rows, indices):
-        if mapping.setdefault(index, row[name_column]) != row[name_column]:
-            return None
-    return [mapping.get(i, str(i)) for i in range(max(indices) + 1)]
+def _file_item(root: str, relpath: str, label: Label, bits: int | None) -> Item:
+    return Item(relpath, lambda: (decode_image(os.path.join(root, relpath), bits=bits), label))
 
 
 # ----------------------------------------------------------------------------
 # An existing dataset (zip or folder with dataset.json): re-size, relabel, subset.
 
 
-def open_dataset(path: str) -> Source:
-    is_zip = zipfile.is_zipfile(path)
-    archive = zipfile.ZipFile(path) if is_zip else None
-    names = archive.namelist() if is_zip else list(_walk_images(path))
+def open_dataset(path: str, bits: int | None = None) -> Source:
+    archive = _open_zip(path) if zipfile.is_zipfile(path) else None
+    names = archive.namelist() if archive is not None else list(_walk_images(path))
     meta = _read_metadata(path)
     label_of = dict(meta.get('labels') or [])
     files = sorted(n for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
@@ -232,20 +226,39 @@ def open_dataset(path: str) -> Source:
         raise dnnlib.UserError(f'no images found in {path}', param='--source')
 
     def load(fname):
-        data = archive.read(fname) if is_zip else None
-        return decode_image(fname if is_zip else os.path.join(path, fname), data), label_of.get(fname)
+        if archive is None:
+            return decode_image(os.path.join(path, fname), bits=bits), label_of.get(fname)
+        return decode_image(fname, _read_member(archive, path, fname), bits), label_of.get(fname)
 
     items = [Item(f, lambda f=f: load(f)) for f in files]
     return Source(items, schema_lib.class_names_from_dataset_json(meta), meta.get('label_schema'))
 
 
+def _open_zip(path: str) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:  # is_zipfile() reads only the end record; the directory may be bad.
+        raise dnnlib.UserError(f'{path} is not a readable zip archive ({e})', param='--source') from None
+
+
+def _read_member(archive: zipfile.ZipFile, path: str, fname: str) -> bytes:
+    try:
+        return archive.read(fname)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:  # An OSError is a decode failure (--on-error).
+        raise OSError(f'corrupt in {path} ({e})') from None
+
+
 def _read_metadata(path: str) -> dict:
+    from training.dataset import read_dataset_metadata  # Here, so dataset_tool starts without importing torch.
+
     try:
         return read_dataset_metadata(path)
     except FileNotFoundError:
         return {}  # A zip of images without dataset.json: unlabelled.
     except ValueError as e:
         raise dnnlib.UserError(str(e), param='--source') from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+        raise dnnlib.UserError(f'{path}: cannot read dataset.json ({e})', param='--source') from None
 
 
 # ----------------------------------------------------------------------------
@@ -299,12 +312,14 @@ def open_source(spec: str, opts: dnnlib.EasyDict) -> Source:
     path = os.path.expanduser(spec)
     if not os.path.exists(path):
         raise dnnlib.UserError(f'{path} does not exist', param='--source')
+    bits = opts.get('bits')
     if zipfile.is_zipfile(path) or os.path.isfile(os.path.join(path, 'dataset.json')):
-        source = open_dataset(path)
+        source = open_dataset(path, bits)
     elif os.path.isdir(path):
-        source = open_folder(path, opts.file_column, opts.label_column, opts.class_names)
+        source = open_folder(path, opts.file_column, opts.label_column, opts.class_names, bits)
     else:
-        raise dnnlib.UserError(f'{path} is neither a folder nor a dataset zip', param='--source')
+        hint = 'not a readable zip archive (truncated or corrupt?)' if path.lower().endswith('.zip') else 'a file'
+        raise dnnlib.UserError(f'{path} is {hint}; give a folder or a dataset zip', param='--source')
     return relabel_source(source, opts.labels, opts.multi_lesion) if opts.labels else source
 
 

@@ -28,14 +28,18 @@ class DatasetWriter:
     def __init__(self, dest: str):
         self.dest, self.is_zip = dest, dest.lower().endswith('.zip')
         parent = os.path.dirname(os.path.abspath(dest))
-        os.makedirs(parent, exist_ok=True)
         prefix = '.' + os.path.basename(os.path.normpath(dest)) + '.'
+        try:
+            os.makedirs(parent, exist_ok=True)
+            if self.is_zip:
+                fd, self.tmp = tempfile.mkstemp(dir=parent, prefix=prefix, suffix='.tmp')
+                os.close(fd)
+            else:
+                self.tmp = tempfile.mkdtemp(dir=parent, prefix=prefix, suffix='.tmp')
+        except OSError as e:  # A file where a parent folder should be, no permission, ...
+            raise dnnlib.UserError(f'cannot write next to {dest}: {e}', param='--dest') from None
         if self.is_zip:
-            fd, self.tmp = tempfile.mkstemp(dir=parent, prefix=prefix, suffix='.tmp')
-            os.close(fd)
             self.zip = zipfile.ZipFile(self.tmp, 'w', compression=zipfile.ZIP_STORED)
-        else:
-            self.tmp = tempfile.mkdtemp(dir=parent, prefix=prefix, suffix='.tmp')
 
     def add(self, relpath: str, data: bytes) -> None:
         if self.is_zip:
