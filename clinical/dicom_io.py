@@ -201,7 +201,7 @@ def read_vindr_annotations(csv_path: str) -> dict[str, list[tuple[str, Box | Non
     """Group VinDr-SpineXR annotation rows by image, keeping row order.
 
     Raises:
-        ValueError: missing columns or a malformed box.
+        ValueError: missing columns, a ragged row or a malformed box.
     """
     with open(csv_path, newline='', encoding='utf-8') as f:
         reader = csv.DictReader(f)
@@ -211,6 +211,8 @@ def read_vindr_annotations(csv_path: str) -> dict[str, list[tuple[str, Box | Non
             raise ValueError(f'{csv_path} lacks column(s) {", ".join(missing)}')
         findings: dict[str, list] = {}
         for line, row in enumerate(reader, start=2):
+            if None in row or any(row[c] is None for c in needed):
+                raise ValueError(f'{csv_path}:{line}: ragged row (the header has {len(reader.fieldnames)} columns)')
             coords = [row[c].strip() for c in ('xmin', 'ymin', 'xmax', 'ymax')]
             try:
                 box = tuple(float(v) for v in coords) if all(coords) else None

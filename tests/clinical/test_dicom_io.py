@@ -162,3 +162,10 @@ def test_write_vindr_tree_mixes_storage_variants(tmp_path):
         assert bone_minus_background(read_dicom(str(path))) > 0.4
     assert {v[0] for v in variants} == {'MONOCHROME1', 'MONOCHROME2'} and {v[1] for v in variants} == {12, 16}
     assert len({v[2] for v in variants}) >= 2
+
+
+def test_ragged_annotation_row_is_named(tmp_path):
+    path = tmp_path / 'train.csv'
+    path.write_text('image_id,lesion_type,xmin,ymin,xmax,ymax\na,No finding,,,,\nb,Osteophytes\n')
+    with pytest.raises(ValueError, match=r'train.csv:3: ragged row \(the header has 6 columns\)'):
+        read_vindr_annotations(str(path))
