@@ -96,7 +96,8 @@ def test_rescale_slope_intercept_is_applied_before_the_window(tmp_path):
 
 
 @pytest.mark.parametrize(
-    'bits, photometric, voi', itertools.product([12, 16], ['MONOCHROME1', 'MONOCHROME2'], ['none', 'window', 'lut'])
+    'bits, photometric, voi',
+    list(itertools.product([12, 16], ['MONOCHROME1', 'MONOCHROME2'], ['none', 'window', 'lut'])),
 )
 def test_write_dicom_round_trip(tmp_path, bits, photometric, voi):
     truth = np.linspace(0, 1, 48 * 40, dtype=np.float32).reshape(48, 40)
