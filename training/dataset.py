@@ -20,6 +20,7 @@ import torch
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 MODE_CHANNELS = {'L': 1, 'RGB': 3}
+READ_ERRORS = (OSError, EOFError, SyntaxError, zipfile.BadZipFile, zlib.error)  # A damaged file or archive.
 
 # ----------------------------------------------------------------------------
 # Abstract dataset: subset selection, x-flips, label handling. Subclasses supply raw images and labels.
@@ -267,7 +268,7 @@ class ImageFolderDataset(Dataset):
             with PIL.Image.open(io.BytesIO(data)) as image:
                 shape = [_mode_channels(self._path, fname, image.mode), image.height, image.width]
                 image.verify()
-        except (OSError, EOFError, SyntaxError, zipfile.BadZipFile, zlib.error) as err:
+        except READ_ERRORS as err:
             raise ValueError(f'{self._path}: {fname} is corrupt ({type(err).__name__}: {err})') from None
         return shape
 
@@ -278,7 +279,7 @@ class ImageFolderDataset(Dataset):
                 image = PIL.Image.open(f)
                 _mode_channels(self._path, fname, image.mode)
                 image = np.array(image)
-        except (OSError, EOFError, SyntaxError, zipfile.BadZipFile, zlib.error) as err:
+        except READ_ERRORS as err:
             raise ValueError(f'{self._path}: {fname} is corrupt ({type(err).__name__}: {err})') from None
         if image.ndim == 2:
             image = image[:, :, np.newaxis]  # HW => HWC
