@@ -19,7 +19,7 @@ import torch
 import cli_utils
 import dnnlib
 from clinical.labels import resolve_class
-from training import checkpoint, release
+from clinical.synthetic import generate_images, load_network
 
 MAX_SEED = 2**32 - 1  # numpy's RandomState takes seeds in [0, 2**32).
 
@@ -40,27 +40,6 @@ def parse_range(text):
             raise click.BadParameter(f'seed {hi} is too large (at most 2**32 - 1 = {MAX_SEED})', param_hint='--seeds')
         values += range(lo, hi + 1)
     return values
-
-
-# ----------------------------------------------------------------------------
-# Network loading: G_ema on the device, plus the class names the model was trained with (None if unknown),
-# from a release (training.release: safetensors, no pickle) or a snapshot pickle (trusted sources only).
-
-
-def load_network(network, device):
-    """(G, class_names). Raises dnnlib.UserError (naming --network) for a file that is neither."""
-    if release.is_release(network):
-        print(f'Loading generator from release "{network}" (safetensors)...')
-        G, config = release.load_release(network, device, param='--network')
-        return G, config.class_names
-    print(f'Loading networks from snapshot "{network}" (pickle: trusted sources only)...')
-    data = checkpoint.load_snapshot(network, param='--network')
-    return data['G_ema'].eval().requires_grad_(False).to(device), snapshot_class_names(data)
-
-
-def snapshot_class_names(data):
-    """class_names stored with the snapshot, else read from the training set's dataset.json, else None."""
-    return release.snapshot_info(data)['class_names']
 
 
 # ----------------------------------------------------------------------------
@@ -126,33 +105,7 @@ def resolve_class_names(spec, class_names):
 
 
 # ----------------------------------------------------------------------------
-# Images: z from RandomState(seed) per seed, so results do not depend on the batch size.
-
-
-def generate_images(G, seeds, label, truncation_psi=1, noise_mode='const', batch_size=16, device='cpu'):
-    """Returns uint8 images [N, H, W, C], one per seed.
-
-    Example:
-        >>> images = generate_images(G, [0, 1], np.zeros([G.c_dim], np.float32))  # doctest: +SKIP
-    """
-    device = torch.device(device)
-    z = np.stack([np.random.RandomState(seed).randn(G.z_dim) for seed in seeds]).astype(np.float32)
-    c = np.broadcast_to(label, [len(seeds), G.c_dim]).astype(np.float32)
-    if noise_mode == 'random':
-        batch_size = 1  # Per-seed noise: seed torch per image.
-    images = []
-    with torch.no_grad():
-        for start in range(0, len(seeds), batch_size):
-            if noise_mode == 'random':
-                torch.manual_seed(seeds[start])
-            z_batch = torch.from_numpy(z[start : start + batch_size]).to(device)
-            c_batch = torch.from_numpy(c[start : start + batch_size]).to(device)
-            img = G(
-                z_batch, c_batch, truncation_psi=truncation_psi, noise_mode=noise_mode, force_fp32=device.type == 'cpu'
-            )
-            img = (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-            images.append(img.cpu().numpy())
-    return np.concatenate(images)
+# Output: PNGs written atomically, or one grid.
 
 
 def to_pil(image):

@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 import generate
-from training import training_loop
+from training import release, training_loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,9 +81,9 @@ def test_images_do_not_depend_on_batch_size(snapshot, noise_mode):
 def test_class_names_come_from_the_snapshot(snapshot):
     with open(snapshot, 'rb') as f:
         data = pickle.load(f)
-    assert generate.snapshot_class_names(data) == ['normal', 'abnormal']
+    assert release.snapshot_info(data)['class_names'] == ['normal', 'abnormal']
     del data['dataset_info']  # Official-format pickle: fall back to the training set's dataset.json.
-    assert generate.snapshot_class_names(data) == ['normal', 'abnormal']
+    assert release.snapshot_info(data)['class_names'] == ['normal', 'abnormal']
 
 
 @pytest.mark.parametrize(

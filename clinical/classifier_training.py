@@ -1,0 +1,171 @@
+"""Training a radiograph classifier: class-balanced loss, light augmentation, AdamW with a one-cycle schedule,
+and the best epoch chosen on the validation split only (never on a test set).
+"""
+
+import copy
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score, roc_curve
+from tqdm import tqdm
+
+from clinical.classifier import RadiographClassifier, per_sample_loss, save_classifier, targets_from_labels
+from clinical.classifier_data import ImageSet, split_validation
+
+# ----------------------------------------------------------------------------
+# Augmentation on [-1, 1] float batches: a small random affine (shift, scale, rotation), brightness and
+# contrast jitter, optional x-flip. Radiographs keep their orientation unless the caller asks for flips.
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, xflip: bool = False) -> torch.Tensor:
+    n = x.shape[0]
+
+    def uniform(lo, hi):
+        return (torch.rand([n], generator=generator) * (hi - lo) + lo).to(x.device)
+
+    angle, scale = uniform(-0.1, 0.1), uniform(0.9, 1.1)
+    flip = torch.where(uniform(0, 1) < 0.5, -1.0, 1.0) if xflip else torch.ones([n], device=x.device)
+    theta = torch.zeros([n, 2, 3], device=x.device)
+    theta[:, 0, 0], theta[:, 0, 1] = angle.cos() / scale * flip, -angle.sin() / scale
+    theta[:, 1, 0], theta[:, 1, 1] = angle.sin() / scale * flip, angle.cos() / scale
+    theta[:, :, 2] = torch.stack([uniform(-0.08, 0.08), uniform(-0.08, 0.08)], dim=1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode='bilinear', padding_mode='border', align_corners=False)
+    contrast, brightness = uniform(0.85, 1.15), uniform(-0.1, 0.1)
+    return x * contrast[:, None, None, None] + brightness[:, None, None, None]
+
+
+# ----------------------------------------------------------------------------
+# Class balance: positives (binary, multilabel) or classes (multiclass) weighted by their rarity.
+
+
+def class_weights(labels: np.ndarray, kind: str) -> torch.Tensor:
+    positives = np.maximum((labels > 0.5).sum(axis=0), 1).astype(np.float64)
+    negatives = np.maximum(len(labels) - positives, 1)
+    if kind == 'binary':
+        return torch.tensor([negatives[1] / positives[1]], dtype=torch.float32)
+    if kind == 'multiclass':
+        return torch.tensor(len(labels) / (len(positives) * positives), dtype=torch.float32)
+    return torch.tensor(np.clip(negatives / positives, 0.1, 100), dtype=torch.float32)
+
+
+# ----------------------------------------------------------------------------
+# Scores on a set: binary [N], multiclass/multilabel [N, K] probabilities.
+
+
+def predict(net: RadiographClassifier, images: np.ndarray, batch_size: int = 128, device='cpu') -> np.ndarray:
+    net = net.to(device).eval()
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(images[start : start + batch_size]).to(device)
+            outputs.append(net.probabilities(batch).float().cpu().numpy())
+    return np.concatenate(outputs)
+
+
+def score_auc(labels: np.ndarray, scores: np.ndarray, kind: str) -> float:
+    """Binary AUC, or the macro one-vs-rest AUC over the classes that have positives and negatives."""
+    if kind == 'binary':
+        return float(roc_auc_score(labels[:, 1], scores))
+    present = [k for k in range(labels.shape[1]) if 0 < (labels[:, k] > 0.5).sum() < len(labels)]
+    return float(np.mean([roc_auc_score(labels[:, k] > 0.5, scores[:, k]) for k in present]))
+
+
+# ----------------------------------------------------------------------------
+# Training: AdamW with a cosine schedule; after each epoch the validation AUC decides the best weights.
+
+
+def train_classifier(
+    train_set: ImageSet,
+    val_set: ImageSet,
+    *,
+    arch: str = 'resnet',
+    channels: tuple = (16, 32, 64, 128),
+    resolution: int = 64,
+    epochs: int = 15,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    weight_decay: float = 1e-4,
+    xflip: bool = False,
+    seed: int = 0,
+    device='cpu',
+    label_schema: str | None = None,
+    progress: bool = True,
+) -> tuple[RadiographClassifier, list[dict]]:
+    """(the classifier at its best validation epoch, per-epoch history [{epoch, loss, val_auc}])."""
+    kind = train_set.kind
+    torch.manual_seed(seed)
+    net = RadiographClassifier(
+        train_set.class_names, kind, resolution, arch, tuple(channels), label_schema=label_schema
+    )
+    net = net.to(device).train()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = max(1, len(train_set) // batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * steps_per_epoch)
+    weights = class_weights(train_set.labels, kind).to(device)
+    generator = torch.Generator().manual_seed(seed)
+    best, history = (-1.0, None), []
+    bar = tqdm(range(epochs), unit='epoch', desc='classifier', disable=None if progress else True)
+    for epoch in bar:
+        loss = _train_epoch(net, train_set, optimizer, schedule, weights, generator, batch_size, xflip, device)
+        val_auc = score_auc(val_set.labels, predict(net, val_set.images, device=device), kind)
+        history.append(dict(epoch=epoch + 1, loss=loss, val_auc=val_auc))
+        if val_auc > best[0]:
+            best = (val_auc, copy.deepcopy(net.state_dict()))
+        net.train()
+        bar.set_postfix(loss=f'{loss:.3f}', val_auc=f'{val_auc:.3f}', best=f'{best[0]:.3f}')
+    net.load_state_dict(best[1])
+    return net.eval(), history
+
+
+def _train_epoch(net, train_set, optimizer, schedule, weights, generator, batch_size, xflip, device):
+    order = torch.randperm(len(train_set), generator=generator).numpy()
+    losses = []
+    for start in range(0, len(order) - batch_size + 1 if len(order) >= batch_size else 1, batch_size):
+        idx = order[start : start + batch_size]
+        images = torch.from_numpy(train_set.images[idx]).to(device).to(torch.float32) / 127.5 - 1
+        targets = targets_from_labels(torch.from_numpy(train_set.labels[idx]).to(device), net.kind)
+        logits = net(augment(images, generator, xflip))
+        loss = per_sample_loss(logits, targets, net.kind, weights).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if schedule.last_epoch + 1 < schedule.total_steps:
+            schedule.step()
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
+# ----------------------------------------------------------------------------
+# One whole run: split, train, choose the operating threshold on validation, save the pickle with metadata.
+
+
+def fit_and_save(image_set: ImageSet, outdir: str, *, val_fraction=0.15, seed=0, **train_kwargs):
+    """Train on `image_set` (validation taken from it) and write `outdir/classifier.pkl`; returns its metadata."""
+    train_idx, val_idx = split_validation(image_set, val_fraction, seed)
+    train_set, val_set = image_set.subset(train_idx), image_set.subset(val_idx)
+    label_schema = image_set.label_schema
+    net, history = train_classifier(train_set, val_set, seed=seed, label_schema=label_schema, **train_kwargs)
+    val_scores = predict(net, val_set.images, device=train_kwargs.get('device', 'cpu'))
+    metadata = dict(
+        kind=net.kind, class_names=net.class_names, label_schema=label_schema, resolution=net.resolution,
+        train_data=dict(description=image_set.description, fingerprint=image_set.fingerprint(),
+                        num_images=len(image_set), class_counts=image_set.class_counts().tolist()),
+        split=dict(train=len(train_set), val=len(val_set), val_groups=len(set(val_set.groups)), seed=seed),
+        val_auc=max(h['val_auc'] for h in history), history=history, seed=seed,
+        val_threshold=_youden_threshold(val_set.labels[:, 1], val_scores) if net.kind == 'binary' else None,
+        train_kwargs={key: value for key, value in train_kwargs.items() if key != 'device'},
+    )  # fmt: skip
+    os.makedirs(outdir, exist_ok=True)
+    save_classifier(os.path.join(outdir, 'classifier.pkl'), net, metadata)
+    return metadata
+
+
+def _youden_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
+    fpr, tpr, thresholds = roc_curve(y_true, scores)
+    return float(min(thresholds[np.argmax(tpr - fpr)], 1.0))
+
+
+# ----------------------------------------------------------------------------
