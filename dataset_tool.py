@@ -2,7 +2,8 @@
 
 Sources: `vindr:ROOT` (VinDr-SpineXR DICOM tree), `phantom:N` (the procedural spine phantom), a folder of
 images (labels.csv or one sub-folder per class; DICOM, PNG, JPEG, 16-bit PNG) or an existing dataset zip/folder
-(resize, relabel, subset). Nothing is dropped silently: every skipped file is reported with its reason.
+(resize, relabel, subset). Nothing is dropped silently: every skipped file is reported with its reason. The group
+(patient) of each image, when the source knows it, goes into dataset.json as "groups" for patient-disjoint splits.
 
 Examples:
     python dataset_tool.py --source phantom:1000 --dest data/phantom-64.zip --resolution 64 --labels lesion
@@ -31,7 +32,7 @@ MULTI_LESION = list(schema_lib.MULTI_LESION_POLICIES)
 
 
 # ----------------------------------------------------------------------------
-# One summary at the end: what was written, per-label counts, and every skipped file with its reason.
+# One summary at the end: what was written, per-label counts, groups, and every skipped file with its reason.
 
 
 def print_summary(result: dict, source: Source, dest: str | None, resolution: int, max_listed: int = 100) -> None:
@@ -40,6 +41,9 @@ def print_summary(result: dict, source: Source, dest: str | None, resolution: in
     if source.class_names is not None:
         counts = ', '.join(f'{name} {result["counts"][i]}' for i, name in enumerate(source.class_names))
         click.echo(f'Labels ({source.schema}): {counts}')
+    groups = {group for _relpath, group in result['groups'] if group is not None}
+    patients = f'{len(groups)} patient' + ('s' if len(groups) != 1 else '')
+    click.echo(f'Groups: {patients} ({source.group_origin})' if groups else 'Groups: none')
     skipped = result['skipped']
     reasons = collections.Counter(reason.split(':')[0] for _name, reason in skipped)
     click.echo(
@@ -94,7 +98,7 @@ def convert_source(opts: dnnlib.EasyDict) -> None:
             print_summary(result, source, None, opts.resolution)
             raise ConversionError('no images were written (every image was skipped)')
         if writer is not None:
-            writer.commit(result['labels'], source.class_names, source.schema)
+            writer.commit(result['labels'], source.class_names, source.schema, result['groups'])
     except BaseException:
         if writer is not None:
             writer.abort()
@@ -159,6 +163,7 @@ def _check_output(dest: str, overwrite: bool) -> None:
 )
 @click.option('--label-column', default='label', metavar='NAME', show_default=True, help='labels.csv column')
 @click.option('--file-column', default='file', metavar='NAME', show_default=True, help='labels.csv column')
+@click.option('--group-column', metavar='NAME', help='labels.csv patient column  [default: patient_id if present]')
 @click.option('--class-names', metavar='A,B,..', help='Names of integer classes')
 @click.option('--seed', type=int, default=0, metavar='INT', show_default=True, help='Phantom seed')
 @click.option(
@@ -196,6 +201,10 @@ def main(**kwargs):
     --source      vindr:ROOT (VinDr-SpineXR tree; --split), phantom:N (--seed, --prevalence,
                   --multi-rate), a folder (labels.csv with --file-column/--label-column, or one
                   sub-folder per class), or a dataset zip/folder with dataset.json.
+    --group-column
+                  labels.csv column of each image's patient (default: patient_id if present; none:
+                  no groups), kept in dataset.json "groups" for patient-disjoint splits. vindr:
+                  study_id; phantom: one patient each; datasets keep theirs; class folders: none.
     --labels      abnormal (normal iff every row says "No finding"), lesion (8 classes, one label;
                   --multi-lesion drop|first|error), lesion-multi (8-dim multi-hot), none. On folders
                   and datasets it relabels through their class names.

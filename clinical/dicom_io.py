@@ -223,6 +223,32 @@ def read_vindr_annotations(csv_path: str) -> dict[str, list[tuple[str, Box | Non
 
 
 # ----------------------------------------------------------------------------
+# annotations/<split>.csv -> {image_id: study_id}, the group (patient) each image belongs to.
+
+
+def read_vindr_studies(csv_path: str) -> dict[str, str]:
+    """The study of each image; {} when the file has no study_id column.
+
+    Raises:
+        ValueError: a blank study_id, or rows of one image that name different studies.
+    """
+    with open(csv_path, newline='', encoding='utf-8') as f:
+        reader = csv.DictReader(f)
+        if 'study_id' not in (reader.fieldnames or []):
+            return {}
+        studies, first_line = {}, {}
+        for line, row in enumerate(reader, start=2):
+            image_id, study_id = (row.get('image_id') or '').strip(), (row['study_id'] or '').strip()
+            if not study_id:
+                raise ValueError(f'{csv_path}:{line}: blank study_id for image {image_id}')
+            if studies.setdefault(image_id, study_id) != study_id:
+                lines = f'lines {first_line[image_id]} and {line}: {studies[image_id]}, {study_id}'
+                raise ValueError(f'{csv_path}: image {image_id} has two study_ids ({lines})')
+            first_line.setdefault(image_id, line)
+    return studies
+
+
+# ----------------------------------------------------------------------------
 # Where one image of a VinDr-SpineXR tree lives.
 
 

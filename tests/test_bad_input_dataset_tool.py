@@ -29,6 +29,7 @@ CSV_CASES = {
     'csv-absolute': 'file,label\na.png,0\n/etc/hostname,1\n',
     'csv-symlink': 'file,label\na.png,0\nlink.png,1\n',
     'csv-blank-file': 'file,label\na.png,0\n ,1\n',
+    'csv-blank-group': 'file,label,patient_id\na.png,0,IM-0129\nb.png,1, \n',
     'csv-ok': 'file,label\na.png,0\nb.png,2\n',
 }
 
@@ -68,6 +69,12 @@ def build_broken_images(src: Path, gray: bytes) -> None:
     write(src / 'class-folders' / 'y' / 'a.png', gray)
     write(src / 'bad-json' / 'a.png', gray)
     write(src / 'bad-json' / 'dataset.json', '{not json')
+    write(src / 'groups-missing' / 'a.png', gray)
+    write(src / 'groups-missing' / 'b.png', gray)
+    write(src / 'groups-missing' / 'dataset.json', '{"groups": [["a.png", "p1"]]}')
+    header = 'study_id,series_id,image_id,rad_id,lesion_type,xmin,ymin,xmax,ymax\n'
+    rows = 's1,se,i1,r1,No finding,,,,\ns2,se,i1,r2,No finding,,,,\n'  # One image, two studies.
+    write(src / 'vindr-two-studies' / 'annotations' / 'train.csv', header + rows)
     (src / 'empty').mkdir()
 
 
@@ -127,6 +134,12 @@ CASES = [
     ('csv-latin1', '--source {src}/csv-latin1', 'labels.csv:2: not UTF-8 (byte 0xe9', NEW),
     ('csv-no-column', '--source {src}/csv-ok --label-column grade', "no column 'grade'", NEW),
     ('csv-class-names', '--source {src}/csv-ok --class-names p,q', 'label 2 needs more than the 2 --class-names', NEW),
+    ('csv-no-group-column', '--source {src}/csv-ok --group-column pid', "no column 'pid' (columns: file, label)", NEW),
+    ('csv-blank-group', '--source {src}/csv-blank-group', "labels.csv:3: blank 'patient_id'", NEW),
+    # Groups from other sources.
+    ('group-column-phantom', '--source phantom:2 --group-column patient_id', 'no labels.csv to take column', NEW),
+    ('vindr-two-studies', '--source vindr:{src}/vindr-two-studies', 'image i1 has two study_ids (lines 2 and 3', NEW),
+    ('dataset-groups-missing', '--source {src}/groups-missing', 'no group for 1 image(s), e.g. b.png', NEW),
     # Images and archives that do not decode.
     ('truncated-png', '--source {src}/truncated-png', 'cannot decode x.png: image file is truncated', NEW),
     ('random-bytes-png', '--source {src}/random-png', 'cannot decode x.png', NEW),

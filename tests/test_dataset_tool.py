@@ -1,4 +1,4 @@
-"""dataset_tool.py end to end: VinDr trees, folders, datasets, phantoms, previews, and one-line errors."""
+"""dataset_tool.py end to end: VinDr trees, folders, datasets, phantoms, groups, previews, and one-line errors."""
 
 import csv
 import json
@@ -101,6 +101,7 @@ def test_vindr_abnormal_skip_polarity_and_loader(vindr_root, tmp_path):
     assert 'bad.dicom' in result.output and 'undecodable' in result.output
     assert 'extra.dicom: no rows' in result.output and 'Skipped 2 images' in result.output
     assert 'normal 2, abnormal 3' in result.output
+    assert {group for _name, group in meta['groups']} == {'st'} and 'Groups: 1 patient (study_id)' in result.output
     for pixels in images.values():  # Bone brighter than background, MONOCHROME1 and 2 alike.
         assert pixels.shape == (32, 32) and pixels.dtype == np.uint8
         assert pixels[12:20, 12:20].mean() > pixels[:, :3].mean() + 100
@@ -153,6 +154,10 @@ def test_phantom_vindr_tree_round_trip(tmp_path):
     meta, images = read_zip(dest)
     truth = [label_for_image(make_phantom(4, i, (80, 64)).lesion_types, 'abnormal') for i in range(12)]
     assert [label for _name, label in meta['labels']] == truth
+    with open(tree / 'annotations' / 'train.csv', newline='') as f:
+        study_of = {row['image_id']: row['study_id'] for row in csv.DictReader(f)}
+    assert len(set(study_of.values())) == 12 and 'Groups: 12 patients (study_id)' in result.output
+    assert meta['groups'] == [[name, study] for (name, _y), study in zip(meta['labels'], study_of.values())]
     rerun = run('--source', 'phantom:3', '--dest', tree, '--vindr-tree')
     assert rerun.exit_code == 2 and 'already exists' in rerun.output
 
@@ -167,10 +172,80 @@ def test_kermany_folder_with_labels_csv(tmp_path):
     result = run('--source', KERMANY, '--dest', dest, '--resolution', 64)
     assert result.exit_code == 0, result.output
     assert 'Wrote 1250 images' in result.output and 'normal 319, pneumonia 931' in result.output
+    assert 'Groups: 962 patients (column patient_id)' in result.output  # PROVENANCE.md: 1,250 films, 962 patients.
     dataset = ImageFolderDataset(str(dest), use_labels=True)
     assert len(dataset) == 1250 and dataset.resolution == 64 and dataset.num_channels == 1
     assert dataset.class_names == ['normal', 'pneumonia']
     assert dataset.label_counts().tolist() == [319, 931]
+
+
+@pytest.mark.skipif(not KERMANY.is_dir(), reason='../shared/data/kermany-cxr-256 is not present on this machine')
+def test_kermany_groups_are_the_patient_id_column(tmp_path):
+    dest = tmp_path / 'cxr-32.zip'
+    result = run('--source', KERMANY, '--dest', dest, '--resolution', 32, '--max-images', 20)
+    assert result.exit_code == 0, result.output
+    with open(KERMANY / 'labels.csv', newline='', encoding='utf-8') as f:
+        rows = list(csv.DictReader(f))[:20]
+    meta = read_zip_unlabelled(dest)[0]
+    assert meta['groups'] == [[name, row['patient_id']] for (name, _y), row in zip(meta['labels'], rows)]
+    assert f'Groups: {len({row["patient_id"] for row in rows})} patients (column patient_id)' in result.output
+    assert ImageFolderDataset(str(dest)).groups == [row['patient_id'] for row in rows]
+
+
+def kermany_like(folder, patients):
+    """labels.csv with patient_id and site columns; image i is flat grey 40 * i, so it can be found again."""
+    folder.mkdir()
+    lines = ['file,label,label_name,patient_id,site']
+    for i, patient in enumerate(patients):
+        PIL.Image.fromarray(np.full((40, 48), 40 * i, np.uint8)).save(folder / f'{i}.png')
+        lines.append(f'{i}.png,{i % 2},{["normal", "pneumonia"][i % 2]},{patient},site{i % 2}')
+    (folder / 'labels.csv').write_text('\n'.join(lines) + '\n')
+    return folder
+
+
+def image_index(image):
+    return int(round(image.mean() / 40))
+
+
+PATIENTS = ['IM-0129', 'person1', 'IM-0129', 'person2', 'person1']
+
+
+@pytest.mark.parametrize(
+    'args, expected, summary',
+    [
+        ([], PATIENTS, 'Groups: 3 patients (column patient_id)'),
+        (['--group-column', 'site'], ['site0', 'site1'] * 2 + ['site0'], 'Groups: 2 patients (column site)'),
+        (['--group-column', 'none'], None, 'Groups: none'),
+    ],
+)
+def test_labels_csv_groups_go_into_dataset_json(tmp_path, args, expected, summary):
+    src = kermany_like(tmp_path / 'src', PATIENTS)
+    dest = tmp_path / 'out.zip'
+    result = run('--source', src, '--dest', dest, '--resolution', 8, *args)
+    assert result.exit_code == 0, result.output
+    assert summary in result.output
+    meta, images = read_zip(dest)
+    if expected is None:
+        assert 'groups' not in meta and ImageFolderDataset(str(dest)).groups is None
+        return
+    assert [name for name, _group in meta['groups']] == [name for name, _y in meta['labels']]
+    assert [expected[image_index(images[name])] for name, _group in meta['groups']] == expected
+    assert [group for _name, group in meta['groups']] == expected
+
+
+def test_reconverting_a_dataset_keeps_each_images_group(tmp_path):
+    first = tmp_path / 'first'
+    assert run('--source', kermany_like(tmp_path / 'src', PATIENTS), '--dest', first, '--resolution', 16).exit_code == 0
+    second = tmp_path / 'second.zip'
+    args = ['--resolution', 8, '--labels', 'none', '--max-images', 4]
+    result = run('--source', first, '--dest', second, *args)
+    assert result.exit_code == 0, result.output
+    assert 'Groups: 3 patients (dataset.json)' in result.output
+    meta, images = read_zip_unlabelled(second)
+    assert meta['labels'] is None and len(meta['groups']) == 4
+    assert all(group == PATIENTS[image_index(images[name])] for name, group in meta['groups'])
+    dropped = run('--source', first, '--dest', tmp_path / 'third.zip', '--resolution', 8, '--group-column', 'none')
+    assert dropped.exit_code == 0 and 'groups' not in read_zip(tmp_path / 'third.zip')[0]
 
 
 def test_folder_per_class_with_16_bit_png_jpeg_and_dicom(tmp_path):
@@ -187,6 +262,7 @@ def test_folder_per_class_with_16_bit_png_jpeg_and_dicom(tmp_path):
     assert result.exit_code == 0, result.output
     meta = json.loads((dest / 'dataset.json').read_text())
     assert meta['class_names'] == ['healthy', 'sick'] and [y for _f, y in meta['labels']] == [0, 0, 1]
+    assert 'groups' not in meta and 'Groups: none' in result.output
     ramp8 = np.asarray(PIL.Image.open(dest / meta['labels'][1][0])).astype(int)
     assert abs(ramp8[:, 16].mean() - 128) < 8  # Float scaling, not truncation to the low byte.
     assert np.all(np.diff(ramp8[16]) >= 0) and ramp8[16, -1] > 245
@@ -270,6 +346,22 @@ def test_phantom_lesion_multi_then_relabel_resize_subset(tmp_path):
     assert all(im.shape == (16, 16) for im in images.values()) and meta['class_names'] == ['normal', 'abnormal']
     bad = run('--source', small, '--dest', tmp_path / 'x.zip', '--labels', 'lesion')
     assert bad.exit_code == 2 and 'cannot derive' in bad.output
+
+
+def test_phantom_groups_follow_their_images_through_relabel_skips_and_subset(tmp_path):
+    multi = tmp_path / 'multi.zip'
+    args = ['--resolution', 16, '--labels', 'lesion-multi', '--seed', 3, '--prevalence', 1, '--multi-rate', 0.5]
+    result = run('--source', 'phantom:16', '--dest', multi, *args)
+    assert result.exit_code == 0 and 'Groups: 16 patients (one per phantom)' in result.output
+    meta, _ = read_zip(multi)
+    assert meta['groups'] == [[name, f'phantom-3-{i}'] for i, (name, _y) in enumerate(meta['labels'])]
+    single = [i for i, (_name, y) in enumerate(meta['labels']) if sum(y) == 1]
+    assert single[4] > 4  # A multi-lesion film is dropped before the fifth one kept.
+    lesion = tmp_path / 'lesion.zip'
+    args = ['--labels', 'lesion', '--multi-lesion', 'drop', '--max-images', 5, '--resolution', 8]
+    result = run('--source', multi, '--dest', lesion, *args)
+    assert result.exit_code == 0 and 'several lesion types' in result.output, result.output
+    assert ImageFolderDataset(str(lesion)).groups == [f'phantom-3-{i}' for i in single[:5]]
 
 
 def test_preview_grid_has_a_row_per_class(tmp_path):

@@ -2,7 +2,7 @@
 
 Same public interface as stylegan2-ada-pytorch (`Dataset`, `ImageFolderDataset`), with loud, one-line
 errors for inconsistent data and a few extras: label statistics, `class_names` / `label_schema` metadata,
-and a resumable sampler.
+per-item `groups` (patient ids, for patient-disjoint splits) and a resumable sampler.
 """
 
 import io
@@ -314,9 +314,16 @@ class ImageFolderDataset(Dataset):
         return self._metadata.get('label_schema')
 
     @property
+    def groups(self):
+        """Group (patient) id of each item, as a list of str in item order (so after max_size and with x-flips);
+        None when dataset.json has no "groups". ValueError if they do not cover every image."""
+        groups = groups_from_metadata(self._metadata, self._image_fnames, self._path)
+        return None if groups is None else [groups[i] for i in self._raw_idx]
+
+    @property
     def metadata(self):
-        """Every key of dataset.json except the (large) label list."""
-        return {key: value for key, value in self._metadata.items() if key != 'labels'}
+        """Every key of dataset.json except the (large) label and group lists."""
+        return {key: value for key, value in self._metadata.items() if key not in ('labels', 'groups')}
 
 
 # ----------------------------------------------------------------------------
@@ -353,6 +360,32 @@ def parse_dataset_json(f, where: str) -> dict:
     if not isinstance(metadata, dict):
         raise ValueError(f'{where}: dataset.json must hold a JSON object')
     return metadata
+
+
+# ----------------------------------------------------------------------------
+# dataset.json "groups": [[file, group id], ...], the patient of each image (dataset_tool writes them).
+
+
+def groups_from_metadata(metadata: dict, fnames: list[str], where: str) -> list[str] | None:
+    """The group of each of `fnames`, in order; None when dataset.json has no "groups".
+
+    Raises:
+        ValueError: groups that are not [file, group] pairs of strings, or that miss an image; names `where`.
+    """
+    groups = metadata.get('groups')
+    if groups is None:
+        return None
+    if not isinstance(groups, list) or not all(_is_str_pair(pair) for pair in groups):
+        raise ValueError(f'{where}: dataset.json groups must be a list of [file, group] pairs of strings')
+    group_of = dict(groups)
+    missing = [fname for fname in fnames if fname not in group_of]
+    if missing:
+        raise ValueError(f'{where}: dataset.json has no group for {len(missing)} image(s), e.g. {missing[0]}')
+    return [group_of[fname] for fname in fnames]
+
+
+def _is_str_pair(pair):
+    return isinstance(pair, list) and len(pair) == 2 and all(isinstance(value, str) for value in pair)
 
 
 # ----------------------------------------------------------------------------

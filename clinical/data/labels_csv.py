@@ -1,5 +1,6 @@
 """labels.csv of a folder source, read strictly: UTF-8 (a BOM is fine), one row per image, every row as wide as
-the header, each image inside the folder and listed once, every label a class name or a non-negative integer.
+the header, each image inside the folder and listed once, every label a class name or a non-negative integer,
+and every group (patient) id, when there is a group column, not blank.
 
 Any problem raises dnnlib.UserError naming labels.csv and the line, so nothing is guessed or dropped silently.
 """
@@ -13,11 +14,12 @@ import dnnlib
 
 INTEGER = re.compile(r'\d+')
 NUMBER = re.compile(r'[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?')  # Numeric-looking, so not a class name.
+GROUP_COLUMN = 'patient_id'  # The group column used when --group-column is not given and labels.csv has it.
 Row = tuple[int, dict[str, str]]  # (line number, column -> value)
 
 
 # ----------------------------------------------------------------------------
-# The whole file: (relative image path, class index) per row, and the class names.
+# The whole file: (relative image path, class index, group or None) per row, the class names, the group column.
 
 
 def read_labels_csv(
@@ -25,12 +27,14 @@ def read_labels_csv(
     file_column: str,  # --file-column.
     label_column: str,  # --label-column.
     class_names: list[str] | None,  # --class-names, or None.
-) -> tuple[list[tuple[str, int]], list[str]]:  # ([(path relative to folder, class index)], class names).
+    group_column: str | None = None,  # --group-column: a column, 'none', or None for GROUP_COLUMN if present.
+) -> tuple[list[tuple[str, int, str | None]], list[str], str | None]:  # (rows, class names, group column used).
     """Read `<folder>/labels.csv`; integer labels take their names from --class-names, the `<label>_name`
-    column or '0'..'K-1'; name labels are sorted, or indexed into --class-names.
+    column or '0'..'K-1'; name labels are sorted, or indexed into --class-names. Groups (patient ids) come
+    from `group_column`; every row's group is None when no group column is used.
 
     Raises:
-        dnnlib.UserError: any malformed row, label or path, naming labels.csv and the line.
+        dnnlib.UserError: any malformed row, label, group or path, naming labels.csv and the line.
     """
     csv_path = os.path.join(folder, 'labels.csv')
     header, rows = _read_rows(csv_path)
@@ -38,11 +42,13 @@ def read_labels_csv(
         if column not in header:
             columns = ', '.join(header)
             raise dnnlib.UserError(f'{csv_path} has no column {column!r} (columns: {columns})', param=flag)
+    group_column = _group_column(csv_path, header, group_column)
     if not rows:
         raise dnnlib.UserError(f'{csv_path} lists no images', param='--source')
     files = _checked_files(folder, csv_path, rows, file_column)
     indices, names = _checked_labels(csv_path, rows, label_column, class_names)
-    return list(zip(files, indices)), names
+    groups = _checked_groups(csv_path, rows, group_column)
+    return list(zip(files, indices, groups)), names, group_column
 
 
 # ----------------------------------------------------------------------------
@@ -110,6 +116,30 @@ def _checked_files(folder: str, csv_path: str, rows: list[Row], file_column: str
         first_line[key] = line
         files.append(name)
     return files
+
+
+# ----------------------------------------------------------------------------
+# Groups: the column asked for (refused if absent), else GROUP_COLUMN when present; never blank.
+
+
+def _group_column(csv_path: str, header: list[str], group_column: str | None) -> str | None:
+    if group_column is None:
+        return GROUP_COLUMN if GROUP_COLUMN in header else None
+    if group_column == 'none':
+        return None
+    if group_column not in header:
+        message = f'{csv_path} has no column {group_column!r} (columns: {", ".join(header)})'
+        raise dnnlib.UserError(message, param='--group-column')
+    return group_column
+
+
+def _checked_groups(csv_path: str, rows: list[Row], group_column: str | None) -> list[str | None]:
+    if group_column is None:
+        return [None] * len(rows)
+    for line, row in rows:
+        if not row[group_column].strip():
+            raise dnnlib.UserError(f'{csv_path}:{line}: blank {group_column!r}', param='--group-column')
+    return [row[group_column].strip() for _line, row in rows]
 
 
 # ----------------------------------------------------------------------------

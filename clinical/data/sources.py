@@ -1,5 +1,6 @@
 """Radiograph sources for dataset_tool.py: lazily loaded, labelled items from a VinDr tree, the phantom, a folder
-of images or an existing dataset, plus the decoding and squaring every image goes through.
+of images or an existing dataset, plus the decoding and squaring every image goes through. Items may carry a group
+(patient) id, so that later splits can keep each patient's images together.
 
 Problems with the source itself raise dnnlib.UserError naming the flag; problems with one image raise
 ConversionError naming the image. The CLI turns both into one-line errors (exit 2).
@@ -19,7 +20,7 @@ import PIL.ImageOps
 import dnnlib
 from clinical import labels as schema_lib
 from clinical.data.labels_csv import read_labels_csv
-from clinical.dicom_io import DicomReadError, read_dicom, read_vindr_annotations, vindr_image_path
+from clinical.dicom_io import DicomReadError, read_dicom, read_vindr_annotations, read_vindr_studies, vindr_image_path
 from clinical.phantom import make_phantom
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.dcm', '.dicom')
@@ -41,13 +42,14 @@ class SkipItem(Exception):  # A label-level reason to leave an image out (always
 
 
 # ----------------------------------------------------------------------------
-# A source: lazily loaded items plus class metadata and the skips found while listing it.
+# A source: lazily loaded items plus class metadata, where their groups come from, and the skips found listing it.
 
 
 @dataclasses.dataclass
 class Item:
     name: str  # Shown in errors and in the summary.
     load: Callable[[], tuple[np.ndarray, Label]]  # -> (float32 [H, W] in [0, 1], label); raises on failure.
+    group: str | None = None  # Patient (or study) id; all items of a source have one, or none has.
 
 
 @dataclasses.dataclass
@@ -56,6 +58,7 @@ class Source:
     class_names: list[str] | None
     schema: str | None
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    group_origin: str | None = None  # Where the items' groups come from, e.g. 'column patient_id'; None = no groups.
 
 
 # ----------------------------------------------------------------------------
@@ -133,24 +136,30 @@ def open_vindr(root: str, split: str, schema: str, multi_lesion: str) -> Source:
     csv_path = os.path.join(root, 'annotations', f'{split}.csv')
     if not os.path.isfile(csv_path):
         raise dnnlib.UserError(f'{csv_path} not found (expected a VinDr-SpineXR tree)', param='--source')
-    try:
-        findings = read_vindr_annotations(csv_path)
-    except ValueError as e:  # UnicodeDecodeError is one, but does not name the file.
-        message = f'{csv_path}: not UTF-8 ({e})' if isinstance(e, UnicodeDecodeError) else str(e)
-        raise dnnlib.UserError(message, param='--source') from None
-    source = Source([], schema_lib.class_names(schema), schema)
+    findings = _read_vindr_csv(read_vindr_annotations, csv_path)
+    studies = _read_vindr_csv(read_vindr_studies, csv_path)  # {image_id: study_id}; {} without the column.
+    source = Source([], schema_lib.class_names(schema), schema, group_origin='study_id' if studies else None)
     for image_id, rows in findings.items():
         path = vindr_image_path(root, split, image_id)
         label = _vindr_label(image_id, [t for t, _box in rows], schema, multi_lesion)
         if label is None:
             source.skipped.append((image_id, 'several lesion types (--multi-lesion drop)'))
             continue
-        source.items.append(Item(os.path.relpath(path, root), lambda p=path, y=label: (decode_image(p), y)))
+        item = Item(os.path.relpath(path, root), lambda p=path, y=label: (decode_image(p), y), studies.get(image_id))
+        source.items.append(item)
     image_dir = os.path.dirname(vindr_image_path(root, split, 'x'))
     for fname in sorted(os.listdir(image_dir)) if os.path.isdir(image_dir) else []:
         if os.path.splitext(fname)[0] not in findings:
             source.skipped.append((fname, f'no rows in annotations/{split}.csv'))
     return source
+
+
+def _read_vindr_csv(read: Callable, csv_path: str):
+    try:
+        return read(csv_path)
+    except ValueError as e:  # UnicodeDecodeError is one, but does not name the file.
+        message = f'{csv_path}: not UTF-8 ({e})' if isinstance(e, UnicodeDecodeError) else str(e)
+        raise dnnlib.UserError(message, param='--source') from None
 
 
 def _vindr_label(image_id: str, lesion_types: list[str], schema: str, multi_lesion: str) -> Label:
@@ -163,7 +172,8 @@ def _vindr_label(image_id: str, lesion_types: list[str], schema: str, multi_lesi
 
 
 # ----------------------------------------------------------------------------
-# phantom:N -> items rendered at the output resolution; labels follow the same rules as vindr.
+# phantom:N -> items rendered at the output resolution; labels follow the same rules as vindr; each phantom is
+# its own patient.
 
 
 def open_phantom(count: int, seed: int, resolution: int, schema: str, multi_lesion: str, **kwargs) -> Source:
@@ -174,20 +184,26 @@ def open_phantom(count: int, seed: int, resolution: int, schema: str, multi_lesi
             raise SkipItem('several lesion types (--multi-lesion drop)')
         return phantom.image, label
 
-    items = [Item(f'phantom:{index}', lambda i=index: load(i)) for index in range(count)]
-    return Source(items, schema_lib.class_names(schema), schema)
+    items = [Item(f'phantom:{index}', lambda i=index: load(i), f'phantom-{seed}-{index}') for index in range(count)]
+    return Source(items, schema_lib.class_names(schema), schema, group_origin='one per phantom')
 
 
 # ----------------------------------------------------------------------------
-# A folder of images: labels.csv, one sub-folder per class, or unlabelled.
+# A folder of images: labels.csv (with groups from its group column), one sub-folder per class, or unlabelled.
 
 
 def open_folder(
-    path: str, file_column: str, label_column: str, class_names: list[str] | None, bits: int | None = None
+    path: str,
+    file_column: str,
+    label_column: str,
+    class_names: list[str] | None,
+    bits: int | None = None,
+    group_column: str | None = None,  # --group-column: a labels.csv column, 'none', or None for patient_id if any.
 ) -> Source:
     if os.path.isfile(os.path.join(path, 'labels.csv')):
-        rows, names = read_labels_csv(path, file_column, label_column, class_names)
-        return Source([_file_item(path, f, index, bits) for f, index in rows], names, f'csv:{label_column}')
+        rows, names, column = read_labels_csv(path, file_column, label_column, class_names, group_column)
+        items = [_file_item(path, f, index, bits, group) for f, index, group in rows]
+        return Source(items, names, f'csv:{label_column}', group_origin=f'column {column}' if column else None)
     files = sorted(_walk_images(path))
     if not files:
         raise dnnlib.UserError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) found in {path}', param='--source')
@@ -208,12 +224,12 @@ def _walk_images(path: str) -> Iterator[str]:
                 yield os.path.relpath(os.path.join(root, fname), path).replace(os.sep, '/')
 
 
-def _file_item(root: str, relpath: str, label: Label, bits: int | None) -> Item:
-    return Item(relpath, lambda: (decode_image(os.path.join(root, relpath), bits=bits), label))
+def _file_item(root: str, relpath: str, label: Label, bits: int | None, group: str | None = None) -> Item:
+    return Item(relpath, lambda: (decode_image(os.path.join(root, relpath), bits=bits), label), group)
 
 
 # ----------------------------------------------------------------------------
-# An existing dataset (zip or folder with dataset.json): re-size, relabel, subset.
+# An existing dataset (zip or folder with dataset.json): re-size, relabel, subset; its groups come along.
 
 
 def open_dataset(path: str, bits: int | None = None) -> Source:
@@ -230,8 +246,10 @@ def open_dataset(path: str, bits: int | None = None) -> Source:
             return decode_image(os.path.join(path, fname), bits=bits), label_of.get(fname)
         return decode_image(fname, _read_member(archive, path, fname), bits), label_of.get(fname)
 
-    items = [Item(f, lambda f=f: load(f)) for f in files]
-    return Source(items, schema_lib.class_names_from_dataset_json(meta), meta.get('label_schema'))
+    groups = _read_groups(path, meta, files)
+    items = [Item(f, lambda f=f: load(f), group) for f, group in zip(files, groups or [None] * len(files))]
+    origin = 'dataset.json' if groups is not None else None
+    return Source(items, schema_lib.class_names_from_dataset_json(meta), meta.get('label_schema'), group_origin=origin)
 
 
 def _open_zip(path: str) -> zipfile.ZipFile:
@@ -261,14 +279,23 @@ def _read_metadata(path: str) -> dict:
         raise dnnlib.UserError(f'{path}: cannot read dataset.json ({e})', param='--source') from None
 
 
+def _read_groups(path: str, meta: dict, files: list[str]) -> list[str] | None:
+    from training.dataset import groups_from_metadata
+
+    try:
+        return groups_from_metadata(meta, files, path)
+    except ValueError as e:
+        raise dnnlib.UserError(str(e), param='--source') from None
+
+
 # ----------------------------------------------------------------------------
 # --labels on a folder or dataset source: none drops labels, a schema relabels through the class names.
 
 
 def relabel_source(source: Source, schema: str, multi_lesion: str) -> Source:
     if schema == 'none':
-        items = [Item(it.name, lambda it=it: (it.load()[0], None)) for it in source.items]
-        return Source(items, None, None, source.skipped)
+        items = [dataclasses.replace(it, load=lambda it=it: (it.load()[0], None)) for it in source.items]
+        return dataclasses.replace(source, items=items, class_names=None, schema=None)
     if source.class_names is None:
         raise dnnlib.UserError('the source has no labels to derive them from', param='--labels')
     names = source.class_names
@@ -289,15 +316,26 @@ def relabel_source(source: Source, schema: str, multi_lesion: str) -> Source:
         schema_lib.relabel(0, names, schema, multi_lesion)  # Fail early if the classes cannot map.
     except ValueError as e:
         raise dnnlib.UserError(str(e), param='--labels') from None
-    items = [Item(it.name, lambda it=it: load(it)) for it in source.items]
-    return Source(items, schema_lib.class_names(schema), schema, source.skipped)
+    items = [dataclasses.replace(it, load=lambda it=it: load(it)) for it in source.items]
+    return dataclasses.replace(source, items=items, class_names=schema_lib.class_names(schema), schema=schema)
 
 
 # ----------------------------------------------------------------------------
-# --source parsing: vindr:ROOT, phantom:N, a dataset (zip, or folder with dataset.json), or an image folder.
+# --source parsing: vindr:ROOT, phantom:N, a dataset (zip, or folder with dataset.json), or an image folder;
+# then --group-column none drops the groups of any source.
 
 
 def open_source(spec: str, opts: dnnlib.EasyDict) -> Source:
+    source, group_column = _open_source(spec, opts), opts.get('group_column')
+    if group_column == 'none':
+        items = [dataclasses.replace(it, group=None) for it in source.items]
+        return dataclasses.replace(source, items=items, group_origin=None)
+    if group_column is not None and source.group_origin != f'column {group_column}':
+        raise dnnlib.UserError(f'{spec} has no labels.csv to take column {group_column!r} from', param='--group-column')
+    return source
+
+
+def _open_source(spec: str, opts: dnnlib.EasyDict) -> Source:
     schema = opts.labels or 'abnormal'
     if spec.startswith(('vindr:', 'phantom:')) and schema == 'none':
         raise dnnlib.UserError('vindr: and phantom: sources need a label schema', param='--labels')
@@ -316,7 +354,8 @@ def open_source(spec: str, opts: dnnlib.EasyDict) -> Source:
     if zipfile.is_zipfile(path) or os.path.isfile(os.path.join(path, 'dataset.json')):
         source = open_dataset(path, bits)
     elif os.path.isdir(path):
-        source = open_folder(path, opts.file_column, opts.label_column, opts.class_names, bits)
+        group_column = opts.get('group_column')
+        source = open_folder(path, opts.file_column, opts.label_column, opts.class_names, bits, group_column)
     else:
         hint = 'not a readable zip archive (truncated or corrupt?)' if path.lower().endswith('.zip') else 'a file'
         raise dnnlib.UserError(f'{path} is {hint}; give a folder or a dataset zip', param='--source')

@@ -49,11 +49,16 @@ class DatasetWriter:
         with open(os.path.join(self.tmp, relpath), 'wb') as f:
             f.write(data)
 
-    def commit(self, labels: list, class_names: list[str] | None, schema: str | None) -> None:
-        """Add dataset.json (labels only when the source has classes) and rename the output into place."""
+    def commit(self, labels: list, class_names: list[str] | None, schema: str | None, groups: list = ()) -> None:
+        """Add dataset.json (labels only when the source has classes; groups, [[relpath, group id], ...], only
+        when the items have them) and rename the output into place."""
         meta = dict(labels=labels if class_names is not None else None)
         if class_names is not None:
             meta.update(class_names=class_names, label_schema=schema)
+        known = [group is not None for _relpath, group in groups]
+        assert all(known) or not any(known), 'a source gives every item a group, or none'
+        if any(known):
+            meta.update(groups=groups)
         self.add('dataset.json', json.dumps(meta).encode())
         if self.is_zip:
             self.zip.close()
@@ -74,10 +79,11 @@ class DatasetWriter:
 
 # ----------------------------------------------------------------------------
 # The conversion loop: decode, label, square, write; failures follow --on-error, skips are recorded.
+# Returns labels and groups ([relpath, label or group id] per written image), skips and per-class counts.
 
 
 def convert(source: Source, writer: DatasetWriter | None, opts: dnnlib.EasyDict, preview: dict) -> dict:
-    labels, skipped, counts = [], list(source.skipped), collections.Counter()
+    labels, groups, skipped, counts = [], [], list(source.skipped), collections.Counter()
     limit = opts.max_images if opts.max_images is not None else len(source.items)
     with tqdm(total=min(limit, len(source.items)), unit='img', disable=None) as bar:
         for item in source.items:
@@ -101,10 +107,11 @@ def convert(source: Source, writer: DatasetWriter | None, opts: dnnlib.EasyDict,
             if writer is not None:
                 writer.add(relpath, _png_bytes(pixels))
             labels.append([relpath, label])
+            groups.append([relpath, item.group])
             _count_label(counts, label)
             _add_preview(preview, pixels, label, opts.preview_per_class)
             bar.update(1)
-    return dict(labels=labels, skipped=skipped, counts=counts)
+    return dict(labels=labels, groups=groups, skipped=skipped, counts=counts)
 
 
 def _png_bytes(pixels: np.ndarray) -> bytes:

@@ -1,4 +1,4 @@
-"""ImageFolderDataset: zip/folder reading, labels, subsets, x-flips, loud errors; ResumableSampler."""
+"""ImageFolderDataset: zip/folder reading, labels, groups, subsets, x-flips, loud errors; ResumableSampler."""
 
 import itertools
 import os
@@ -73,6 +73,18 @@ def test_subset_and_xflip(tiny_dataset):
     assert [again.get_details(i)['raw_idx'] for i in range(4)] == raw[:4]
 
 
+def test_groups_follow_the_items_through_subset_and_xflip(tiny_dataset):
+    groups = [[NAMES.format(i=i), f'patient{i // 2}'] for i in range(10)]
+    path = tiny_dataset(10, resolution=8, image=_ramps(), names=NAMES, labels=False, metadata=dict(groups=groups))
+    assert ImageFolderDataset(path).groups == [f'patient{i // 2}' for i in range(10)]
+    ds = ImageFolderDataset(path, max_size=4, xflip=True, random_seed=1)
+    raw = [ds.get_details(i)['raw_idx'] for i in range(len(ds))]
+    assert ds.groups == [f'patient{r // 2}' for r in raw] and len(ds.groups) == len(ds) == 8
+    assert all(ds[i][0][0, 0, 0] == raw[i] for i in range(4))  # Image i is the ramp starting at its raw index.
+    assert 'groups' not in ds.metadata
+    assert ImageFolderDataset(tiny_dataset(2, resolution=8, names=NAMES)).groups is None
+
+
 def test_pickles_with_open_zip(tiny_dataset):
     path = tiny_dataset(3, resolution=8, image=_ramps(), names=NAMES, labels=False)
     ds = ImageFolderDataset(path)
@@ -122,6 +134,22 @@ def test_error_missing_labels(tiny_dataset):
     _expect_error(partial, r'no label for 2 image\(s\), e\.g\. 00000/img00000001\.png', use_labels=True)
     mixed = tiny_dataset(3, **images, labels=[1, [1, 0], [1, 0]])
     _expect_error(mixed, 'all be ints', use_labels=True)
+
+
+@pytest.mark.parametrize(
+    'groups, match',
+    [
+        ([[NAMES.format(i=0), 'p0']], r'no group for 1 image\(s\), e\.g\. 00000/img00000001\.png'),
+        ([[NAMES.format(i=0), 'p0'], [NAMES.format(i=1), 7]], r'groups must be a list of \[file, group\] pairs'),
+        ([[NAMES.format(i=0), 'p0', 'extra'], [NAMES.format(i=1), 'p1']], 'pairs of strings'),
+        ({NAMES.format(i=0): 'p0'}, 'pairs of strings'),
+    ],
+)
+def test_error_bad_groups(tiny_dataset, groups, match):
+    path = tiny_dataset(2, resolution=8, image=_ramps(), names=NAMES, labels=False, metadata=dict(groups=groups))
+    with pytest.raises(ValueError, match=match) as info:
+        _ = ImageFolderDataset(path).groups
+    assert str(info.value).startswith(path) and '\n' not in str(info.value)
 
 
 def test_error_not_a_dataset(tmp_path):

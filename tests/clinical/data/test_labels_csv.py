@@ -1,5 +1,6 @@
 """labels.csv read strictly: what it accepts (BOM, name columns, --class-names, blank lines, symlinks inside the
-folder) and how each refusal names the file and line. The CLI side is in tests/test_bad_input_dataset_tool.py."""
+folder, group columns) and how each refusal names the file and line. The CLI side is in
+tests/test_bad_input_dataset_tool.py."""
 
 import os
 
@@ -17,7 +18,10 @@ def folder_with(tmp_path, text: str | bytes, files=('a.png', 'b.png', 'c.png')):
 
 
 def read(folder, class_names=None, label_column='label'):
-    return read_labels_csv(folder, 'file', label_column, class_names)
+    """(rows as (file, class index), class names), for the cases without a group column."""
+    rows, names, group_column = read_labels_csv(folder, 'file', label_column, class_names)
+    assert group_column is None and all(group is None for _file, _index, group in rows)
+    return [(file, index) for file, index, _group in rows], names
 
 
 # ----------------------------------------------------------------------------
@@ -77,6 +81,42 @@ def test_refusals_name_the_file_and_line(tmp_path, text, message, param):
     with pytest.raises(dnnlib.UserError) as info:
         read(folder)
     assert message in str(info.value) and info.value.param == param
+
+
+# ----------------------------------------------------------------------------
+# Groups: patient_id by default, another column on request, none on request; never blank.
+
+PATIENTS = 'file,label,patient_id,site\na.png,0,IM-0129,x\nb.png,1,person1,x\nc.png,1,IM-0129,y\n'
+
+
+@pytest.mark.parametrize(
+    'text, group_column, used, groups',
+    [
+        (PATIENTS, None, 'patient_id', ['IM-0129', 'person1', 'IM-0129']),
+        (PATIENTS, 'site', 'site', ['x', 'x', 'y']),
+        (PATIENTS, 'none', None, [None, None, None]),
+        ('file,label\na.png,0\nb.png,1\n', None, None, [None, None]),
+        ('file,label,patient_id\na.png,0, 007 \nb.png,1,8\n', None, 'patient_id', ['007', '8']),  # Strings, stripped.
+    ],
+)
+def test_group_column(tmp_path, text, group_column, used, groups):
+    rows, _names, column = read_labels_csv(folder_with(tmp_path, text), 'file', 'label', None, group_column)
+    assert column == used and [group for _file, _index, group in rows] == groups
+
+
+@pytest.mark.parametrize(
+    'text, group_column, message',
+    [
+        (PATIENTS, 'pid', "no column 'pid' (columns: file, label, patient_id, site)"),
+        ('file,label\na.png,0\n', 'patient_id', "no column 'patient_id' (columns: file, label)"),
+        ('file,label,patient_id\na.png,0,p1\nb.png,1, \n', None, "labels.csv:3: blank 'patient_id'"),
+    ],
+)
+def test_group_column_refusals(tmp_path, text, group_column, message):
+    folder = folder_with(tmp_path, text)
+    with pytest.raises(dnnlib.UserError) as info:
+        read_labels_csv(folder, 'file', 'label', None, group_column)
+    assert message in str(info.value) and info.value.param == '--group-column'
 
 
 def test_name_labels_outside_class_names_are_refused(tmp_path):
