@@ -93,14 +93,35 @@ def main():
 @click.option('--classes', callback=comma_list, metavar='A,B', help='Train on these classes only (2 = binary)')
 @click.option('--outdir', required=True, metavar='DIR', help='Where classifier.pkl goes')
 @click.option('--arch', type=click.Choice(ARCHS), default='resnet', show_default=True, help='Architecture')
-@click.option('--channels', callback=parse_channels, default='16,32,64,128', show_default=True, help='Stage widths')
-@click.option('--resolution', type=click.IntRange(16, 1024), default=64, show_default=True, help='Input size')
-@click.option('--epochs', type=click.IntRange(min=1), default=20, show_default=True, help='Training epochs')
-@click.option('--batch', type=click.IntRange(min=1), default=64, show_default=True, help='Batch size')
-@click.option('--lr', type=finite_float(0, min_open=True), default=2e-3, show_default=True, help='Peak learning rate')
-@click.option('--val-fraction', type=finite_float(0.05, 0.5), default=0.15, show_default=True, help='Validation')
+@click.option(
+    '--channels',
+    callback=parse_channels,
+    metavar='LIST',
+    default='16,32,64,128',
+    show_default=True,
+    help='Stage widths',
+)
+@click.option(
+    '--resolution', type=click.IntRange(16, 1024), metavar='INT', default=64, show_default=True, help='Input size'
+)
+@click.option(
+    '--epochs', type=click.IntRange(min=1), metavar='INT', default=20, show_default=True, help='Training epochs'
+)
+@click.option('--batch', type=click.IntRange(min=1), metavar='INT', default=64, show_default=True, help='Batch size')
+@click.option(
+    '--lr',
+    type=finite_float(0, min_open=True),
+    metavar='FLOAT',
+    default=2e-3,
+    show_default=True,
+    help='Peak learning rate',
+)
+@click.option(
+    '--val-fraction', type=finite_float(0.05, 0.5), metavar='FLOAT', default=0.15, show_default=True, help='Validation'
+)
 @click.option('--xflip', is_flag=True, help='Augment with horizontal flips')
-@click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Random seed')
+@click.option('--init', 'init_weights', metavar='FILE', help='Start from these weights (.pkl, .pt, .safetensors)')
+@click.option('--seed', type=click.IntRange(min=0), metavar='INT', default=0, show_default=True, help='Random seed')
 @click.option('--overwrite', is_flag=True, help='Replace an existing classifier.pkl in --outdir')
 @device_option
 def train(data, synthetic, num, prior, trunc, classes, outdir, overwrite, seed, val_fraction, device, **kwargs):
@@ -114,12 +135,15 @@ def train(data, synthetic, num, prior, trunc, classes, outdir, overwrite, seed, 
     """
     check_outdir(outdir, overwrite, 'classifier.pkl')
     device = resolve_device(device)
+    if kwargs['init_weights'] is not None and not os.path.isfile(kwargs['init_weights']):
+        raise click.BadParameter(f'{kwargs["init_weights"]}: no such file', param_hint='--init')
     with user_errors():
         image_set = assemble_training_set(data, synthetic, num, prior, trunc, classes, seed, device)
     counts = ', '.join(f'{name} {count}' for name, count in zip(image_set.class_names, image_set.class_counts()))
     click.echo(f'Training on {len(image_set)} images ({counts}) from {image_set.description}')
     kwargs['batch_size'] = kwargs.pop('batch')
-    meta = fit_and_save(image_set, outdir, val_fraction=val_fraction, seed=seed, device=device, **kwargs)
+    with user_errors():
+        meta = fit_and_save(image_set, outdir, val_fraction=val_fraction, seed=seed, device=device, **kwargs)
     click.echo(
         f'Best validation AUC {meta["val_auc"]:.4f} ({meta["split"]["val"]} images); wrote {outdir}/classifier.pkl'
     )
@@ -130,8 +154,10 @@ def train(data, synthetic, num, prior, trunc, classes, outdir, overwrite, seed, 
 @click.option('--data', required=True, metavar='PATH', help='Test data (dataset zip or folder)')
 @click.option('--outdir', required=True, metavar='DIR', help='Where eval.json and roc.png go')
 @click.option('--operating-point', default='val', show_default=True, metavar='RULE', help='Threshold rule')
-@click.option('--bootstrap', type=click.IntRange(100, 100000), default=2000, show_default=True, help='Resamples')
-@click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Bootstrap seed')
+@click.option(
+    '--bootstrap', type=click.IntRange(100, 100000), metavar='INT', default=2000, show_default=True, help='Resamples'
+)
+@click.option('--seed', type=click.IntRange(min=0), metavar='INT', default=0, show_default=True, help='Bootstrap seed')
 @device_option
 def evaluate(classifier_pkl, data, outdir, operating_point, bootstrap, seed, device):
     """AUC with a bootstrap 95% CI, sensitivity/specificity at an operating point, per-class and macro AUC.
@@ -159,9 +185,13 @@ def evaluate(classifier_pkl, data, outdir, operating_point, bootstrap, seed, dev
 @main.command()
 @click.argument('classifiers', nargs=-1, required=True, metavar='PKL...')
 @click.option('--data', required=True, metavar='PATH', help='Test data (dataset zip or folder)')
-@click.option('--test', type=click.Choice(['delong', 'bootstrap']), default='delong', show_default=True)
-@click.option('--bootstrap', type=click.IntRange(100, 100000), default=2000, show_default=True, help='Resamples')
-@click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Bootstrap seed')
+@click.option(
+    '--test', type=click.Choice(['delong', 'bootstrap']), default='delong', show_default=True, help='Paired test'
+)
+@click.option(
+    '--bootstrap', type=click.IntRange(100, 100000), metavar='INT', default=2000, show_default=True, help='Resamples'
+)
+@click.option('--seed', type=click.IntRange(min=0), metavar='INT', default=0, show_default=True, help='Bootstrap seed')
 @click.option('--outdir', metavar='DIR', help='Also write compare.json and roc.png here')
 @device_option
 def compare(classifiers, data, test, bootstrap, seed, outdir, device):

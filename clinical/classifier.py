@@ -200,3 +200,47 @@ def load_classifier(path: str, param: str | None = '--classifier') -> tuple[Radi
 
 
 # ----------------------------------------------------------------------------
+# User-supplied starting weights (no download is ever needed): a classifier pickle, a .safetensors file or a
+# torch state_dict file (read with weights_only, so no code runs). Same-named, same-shaped tensors are copied.
+
+
+def load_weights(net: RadiographClassifier, path: str, param: str = '--init') -> list[str]:
+    """Copy matching tensors from `path` into `net`; returns the names left as initialised.
+
+    Raises:
+        dnnlib.UserError: unreadable file, or no tensor of it fits the network.
+    """
+    try:
+        if path.endswith('.safetensors'):
+            import safetensors.torch
+
+            state = safetensors.torch.load_file(path)
+        else:
+            state = _state_dict_from(path, param)
+    except dnnlib.UserError:
+        raise
+    except Exception as err:  # Foreign or damaged files raise almost any exception type.
+        raise dnnlib.UserError(f'{path}: cannot read weights ({type(err).__name__}: {err})', param=param) from None
+    own = net.state_dict()
+    fitting = {name: value for name, value in state.items() if name in own and own[name].shape == value.shape}
+    if not fitting:
+        raise dnnlib.UserError(f'{path}: none of its tensors fits this classifier', param=param)
+    with torch.no_grad():
+        for name, value in fitting.items():
+            own[name].copy_(value)
+    return [name for name in own if name not in fitting]
+
+
+def _state_dict_from(path: str, param: str) -> dict:
+    with open(path, 'rb') as f:
+        head = f.read(2)
+    if head[:1] == b'\x80':  # A plain pickle (torch.save writes a zip): only our classifier pickles are accepted.
+        return load_classifier(path, param)[0].state_dict()
+    state = torch.load(path, map_location='cpu', weights_only=True)
+    state = state.get('state_dict', state) if isinstance(state, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise dnnlib.UserError(f'{path}: not a state_dict of tensors', param=param)
+    return state
+
+
+# ----------------------------------------------------------------------------

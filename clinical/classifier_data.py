@@ -116,9 +116,17 @@ def concat(sets: list[ImageSet]) -> ImageSet:
 
 
 def split_validation(image_set: ImageSet, fraction: float = 0.15, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(train indices, validation indices); no group is in both. fraction picks 1/round(1/fraction) of the groups."""
-    folds = max(2, int(round(1 / fraction)))
+    """(train indices, validation indices); no group is in both. About `fraction` of the groups go to validation
+    (1 of round(1/fraction) stratified folds; fewer folds when a class has fewer images than that).
+
+    Raises:
+        dnnlib.UserError: a class with fewer than 2 images, so no split can hold it on both sides.
+    """
     strata = image_set.labels.argmax(axis=1)
+    smallest = np.bincount(strata, minlength=image_set.labels.shape[1])[np.unique(strata)].min()
+    folds = min(max(2, int(round(1 / fraction))), int(smallest), len(set(image_set.groups)))
+    if folds < 2:
+        raise dnnlib.UserError('too few images or patients per class for a validation split', param='--data')
     splitter = sklearn.model_selection.StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     train_idx, val_idx = next(splitter.split(np.zeros(len(image_set)), strata, image_set.groups))
     return np.sort(train_idx), np.sort(val_idx)

@@ -11,7 +11,13 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score, roc_curve
 from tqdm import tqdm
 
-from clinical.classifier import RadiographClassifier, per_sample_loss, save_classifier, targets_from_labels
+from clinical.classifier import (
+    RadiographClassifier,
+    load_weights,
+    per_sample_loss,
+    save_classifier,
+    targets_from_labels,
+)
 from clinical.classifier_data import ImageSet, split_validation
 
 # ----------------------------------------------------------------------------
@@ -66,10 +72,13 @@ def predict(net: RadiographClassifier, images: np.ndarray, batch_size: int = 128
 
 
 def score_auc(labels: np.ndarray, scores: np.ndarray, kind: str) -> float:
-    """Binary AUC, or the macro one-vs-rest AUC over the classes that have positives and negatives."""
+    """Binary AUC, or the macro one-vs-rest AUC over the classes that have positives and negatives; NaN if none."""
+    columns = [1] if kind == 'binary' else range(labels.shape[1])
+    present = [k for k in columns if 0 < (labels[:, k] > 0.5).sum() < len(labels)]
+    if not present:
+        return float('nan')
     if kind == 'binary':
         return float(roc_auc_score(labels[:, 1], scores))
-    present = [k for k in range(labels.shape[1]) if 0 < (labels[:, k] > 0.5).sum() < len(labels)]
     return float(np.mean([roc_auc_score(labels[:, k] > 0.5, scores[:, k]) for k in present]))
 
 
@@ -92,6 +101,7 @@ def train_classifier(
     seed: int = 0,
     device='cpu',
     label_schema: str | None = None,
+    init_weights: str | None = None,  # Starting weights (see clinical.classifier.load_weights); None = random.
     progress: bool = True,
 ) -> tuple[RadiographClassifier, list[dict]]:
     """(the classifier at its best validation epoch, per-epoch history [{epoch, loss, val_auc}])."""
@@ -100,6 +110,8 @@ def train_classifier(
     net = RadiographClassifier(
         train_set.class_names, kind, resolution, arch, tuple(channels), label_schema=label_schema
     )
+    if init_weights is not None:
+        load_weights(net, init_weights)
     net = net.to(device).train()
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = max(1, len(train_set) // batch_size)
@@ -112,7 +124,7 @@ def train_classifier(
         loss = _train_epoch(net, train_set, optimizer, schedule, weights, generator, batch_size, xflip, device)
         val_auc = score_auc(val_set.labels, predict(net, val_set.images, device=device), kind)
         history.append(dict(epoch=epoch + 1, loss=loss, val_auc=val_auc))
-        if val_auc > best[0]:
+        if best[1] is None or val_auc > best[0]:  # NaN (a one-class validation set) keeps the first epoch.
             best = (val_auc, copy.deepcopy(net.state_dict()))
         net.train()
         bar.set_postfix(loss=f'{loss:.3f}', val_auc=f'{val_auc:.3f}', best=f'{best[0]:.3f}')
@@ -154,7 +166,8 @@ def fit_and_save(image_set: ImageSet, outdir: str, *, val_fraction=0.15, seed=0,
         train_data=dict(description=image_set.description, fingerprint=image_set.fingerprint(),
                         num_images=len(image_set), class_counts=image_set.class_counts().tolist()),
         split=dict(train=len(train_set), val=len(val_set), val_groups=len(set(val_set.groups)), seed=seed),
-        val_auc=max(h['val_auc'] for h in history), history=history, seed=seed,
+        val_auc=max((h['val_auc'] for h in history if np.isfinite(h['val_auc'])), default=None), history=history,
+        seed=seed,
         val_threshold=_youden_threshold(val_set.labels[:, 1], val_scores) if net.kind == 'binary' else None,
         train_kwargs={key: value for key, value in train_kwargs.items() if key != 'device'},
     )  # fmt: skip

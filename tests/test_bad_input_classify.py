@@ -56,6 +56,8 @@ CASES = {
     'lr-nan': ([*TRAIN, '--lr=nan'], 'not a finite number'),
     'synthetic-truncated': ([*TRAIN, '--synthetic={truncated}', '--num=4'], 'cannot load snapshot'),
     'synthetic-no-num': ([*TRAIN, '--synthetic={tmp}/snap.pkl'], 'how many'),
+    'init-missing': ([*TRAIN, '--init={tmp}/none.pt'], 'no such file'),
+    'init-garbage': ([*TRAIN, '--init={tmp}/snap.pkl'], 'cannot read weights'),
     'outdir-is-file': ([*TRAIN, '--outdir={tmp}/a_file.txt'], 'is a file'),
     'outdir-has-classifier': ([*TRAIN, '--outdir={tmp}/old'], '--overwrite'),
     'eval-not-classifier': (['eval', '--classifier={not_classifier}', '--data={data}'], 'not a classifier pickle'),

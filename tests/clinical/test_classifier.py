@@ -168,3 +168,35 @@ def test_select_classes_relabels_and_fingerprint_changes():
     assert kept.fingerprint() != image_set.fingerprint() and kept.fingerprint() == kept.subset(range(80)).fingerprint()
     with pytest.raises(ValueError, match='unknown class'):
         select_classes(image_set, ['bacteria', 'fungus'])
+
+
+# ----------------------------------------------------------------------------
+# User-supplied starting weights: from our pickle, a torch state_dict file or safetensors; nothing else.
+
+
+@pytest.mark.parametrize('fmt', ['pkl', 'pt', 'safetensors'])
+def test_load_weights_copies_matching_tensors(tmp_path, fmt):
+    import safetensors.torch
+
+    source = _tiny()
+    path = str(tmp_path / f'w.{fmt}')
+    if fmt == 'pkl':
+        clf.save_classifier(path, source, {})
+    elif fmt == 'pt':
+        torch.save({'state_dict': source.state_dict()}, path)
+    else:
+        safetensors.torch.save_file({k: v.contiguous() for k, v in source.state_dict().items()}, path)
+    torch.manual_seed(5)
+    target = clf.RadiographClassifier(['a', 'b', 'c'], 'multiclass', 16, channels=(8, 16)).eval()
+    skipped = clf.load_weights(target, path)
+    assert skipped == ['head.weight', 'head.bias']  # The head has another shape: left as initialised.
+    assert torch.equal(target.stem[0].weight, source.stem[0].weight)
+
+
+@pytest.mark.parametrize('content', [b'garbage', pickle.dumps({'G_ema': 1})])
+def test_load_weights_refuses_foreign_files(tmp_path, content):
+    path = tmp_path / 'w.pt'
+    path.write_bytes(content)
+    with pytest.raises(dnnlib.UserError) as info:
+        clf.load_weights(_tiny(), str(path))
+    assert info.value.param in ('--init', '--classifier') and str(path) in str(info.value)
