@@ -6,6 +6,8 @@ training/launch.py runs it; study.py and tests call those two directly.
 Examples:
     python train.py --outdir=runs --data=phantom.zip --cfg=cpu --kimg=0.1            # smoke run on a CPU
     python train.py --outdir=runs --data=spine.zip --cond=1 --mirror=1 --gpus=2      # 2 processes
+    python train.py --outdir=runs --data=spine.zip --cond=1 --cond-sampling=balanced \
+        --clinical-loss=classifier.pkl --clinical-weight=0.1                           # clinical loss
     torchrun --nnodes=2 --nproc-per-node=8 ... train.py --outdir=runs --data=...     # multi-node
 """
 
@@ -72,6 +74,13 @@ P = OPTION_DEFAULTS
 )
 @click.option('--subset', help='Train with only N images', metavar='INT', type=click.IntRange(min=1))
 @click.option('--mirror', help='Enable dataset x-flips', metavar='BOOL', type=bool, default=P['mirror'])
+@click.option(
+    '--cond-sampling',
+    help='Fake labels: data (training labels), balanced (classes equally often) or class weights P1,P2,...',
+    metavar='data|balanced|LIST',
+    type=str,
+    default=P['cond_sampling'],
+)
 # Base config.
 @click.option('--cfg', help='Base config', type=click.Choice(list(CONFIG_PRESETS)), default='auto')
 @click.option('--gamma', help='Override R1 gamma', metavar='FLOAT', type=finite_float(min=0))
@@ -85,6 +94,20 @@ P = OPTION_DEFAULTS
 @click.option('--channel-base', help='Override channel base (capacity)', metavar='INT', type=click.IntRange(min=1))
 @click.option('--channel-max', help='Override max channels per layer', metavar='INT', type=click.IntRange(min=1))
 @click.option('--map-layers', help='Override mapping network depth', metavar='INT', type=click.IntRange(min=1))
+# Clinical generator term.
+@click.option(
+    '--clinical-loss',
+    help="Frozen classifier (classify.py train) whose loss on the requested label is added to G's loss",
+    metavar='PKL',
+    type=str,
+)
+@click.option(
+    '--clinical-weight',
+    help='Weight of the clinical loss  [default: 0.1]',
+    metavar='FLOAT',
+    type=finite_float(min=0),
+    default=None,
+)
 # Discriminator augmentation.
 @click.option('--aug', help='Augmentation mode [default: ada]', type=click.Choice(['noaug', 'ada', 'fixed']))
 @click.option('--p', help='Augmentation probability for --aug=fixed', metavar='FLOAT', type=finite_float(0, 1))

@@ -11,6 +11,9 @@ import zipfile
 import numpy as np
 import PIL.Image
 import pytest
+import torch
+
+from clinical.classifier import RadiographClassifier, save_classifier
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
@@ -53,7 +56,18 @@ def inputs(tmp_path_factory, tiny_dataset):
     )  # fmt: skip
     for name, data in pickles.items():
         (root / f'{name}.pkl').write_bytes(data)
-    return dict(root=root, data=tiny_dataset(path=root / 'data.zip'), unlabelled=tiny_dataset(labels=False))
+    for name, class_names, kind in (
+        ('clf', ['normal', 'abnormal'], 'binary'),
+        ('other_clf', ['a', 'b', 'c'], 'multiclass'),
+        ('multi_clf', ['normal', 'abnormal'], 'multilabel'),
+    ):
+        torch.manual_seed(0)
+        net = RadiographClassifier(class_names, kind, resolution=16, channels=(8, 16))
+        save_classifier(str(root / f'{name}.pkl'), net, {})
+    named = tiny_dataset(path=root / 'named.zip', class_names=['normal', 'abnormal'])
+    return dict(
+        root=root, data=tiny_dataset(path=root / 'data.zip'), unlabelled=tiny_dataset(labels=False), named=named
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -83,6 +97,31 @@ CASES = {
     'data damaged PNG': (['--data={root}/damaged_png.zip'], 'img5.png is corrupt'),
     'data empty folder': (['--data={root}/empty_folder'], 'no image files'),
     'cond without labels': (['--data={unlabelled}', '--cond=1'], '--cond'),
+    'clinical-loss missing file': (['--cond=1', '--clinical-loss={root}/nope.pkl'], 'nope.pkl: no such file'),
+    'clinical-loss not a classifier': (['--cond=1', '--clinical-loss={root}/int_pkl.pkl'], 'not a classifier pickle'),
+    'clinical-loss truncated': (['--cond=1', '--clinical-loss={root}/truncated_pkl.pkl'], 'cannot load classifier'),
+    'clinical-loss other classes': (
+        ['--data={named}', '--cond=1', '--clinical-loss={root}/other_clf.pkl'],
+        'predicts a, b, c but the dataset has normal, abnormal',
+    ),
+    'clinical-loss other head': (
+        ['--data={named}', '--cond=1', '--clinical-loss={root}/multi_clf.pkl'],
+        'is a multilabel classifier; the labels need binary',
+    ),
+    'clinical-loss unnamed classes': (['--cond=1', '--clinical-loss={root}/clf.pkl'], 'has no class names'),
+    'clinical-loss without cond': (
+        ['--data={named}', '--clinical-loss={root}/clf.pkl'],
+        '--clinical-loss: needs --cond=1',
+    ),
+    'clinical-weight nan': (['--clinical-weight=nan'], 'not a finite number'),
+    'clinical-weight negative': (['--clinical-weight=-1'], '--clinical-weight'),
+    'clinical-weight without loss': (['--clinical-weight=0.5'], 'needs --clinical-loss'),
+    'cond-sampling without cond': (['--cond-sampling=balanced'], '--cond-sampling: needs --cond=1'),
+    'cond-sampling too long': (['--cond=1', '--cond-sampling=1,2,3'], 'must be 2 non-negative numbers'),
+    'cond-sampling negative': (['--cond=1', '--cond-sampling=1,-2'], 'finite non-negative'),
+    'cond-sampling nan': (['--cond=1', '--cond-sampling=nan,1'], 'finite non-negative'),
+    'cond-sampling all zero': (['--cond=1', '--cond-sampling=0,0'], 'at least one positive weight'),
+    'cond-sampling unknown word': (['--cond=1', '--cond-sampling=uniform'], 'expected data, balanced'),
 }
 
 
@@ -91,7 +130,7 @@ def test_bad_input(inputs, case):
     extra, message = CASES[case]
     outdir = inputs['root'] / f'out-{case.replace(" ", "_")}'
     args = [f'--outdir={outdir}', f'--data={inputs["data"]}', *TINY]
-    args += [arg.format(root=inputs['root'], unlabelled=inputs['unlabelled']) for arg in extra]
+    args += [arg.format(root=inputs['root'], unlabelled=inputs['unlabelled'], named=inputs['named']) for arg in extra]
     result = subprocess.run([sys.executable, 'train.py', *args], cwd=REPO, env=ENV, capture_output=True, text=True)
     output = result.stdout + result.stderr
     errors = [line for line in output.splitlines() if line.startswith('Error')]

@@ -55,6 +55,13 @@ def snapshots(run_dir):
         ('labelled', ['--p=0.3'], '--p: can only be used with --aug=fixed'),
         ('labelled', ['--aug=fixed'], 'requires --p'),
         ('labelled', ['--aug=noaug', '--target=0.5'], '--target: can only be used with --aug=ada'),
+        ('labelled', ['--cond-sampling=balanced'], '--cond-sampling: needs --cond=1'),
+        ('labelled', ['--cond=1', '--cond-sampling=1'], '--cond-sampling: label marginal must be 2 non-negative'),
+        (
+            'labelled',
+            ['--cond=1', '--clinical-loss=/nonexistent/c.pkl'],
+            '--clinical-loss: /nonexistent/c.pkl: no such',
+        ),
         ('labelled', ['--resume=/nonexistent/x.pkl'], '--resume: /nonexistent/x.pkl: no such file'),
         ('mixed', [], 'mixed image shapes'),
         (None, [], '--data: /nonexistent/data.zip: no such file or directory'),
@@ -73,7 +80,10 @@ def test_usage_errors(tmp_path, data, dataset, extra, message):
 def test_dry_run_writes_nothing(tmp_path, data):
     result = run_cli([f'--outdir={tmp_path / "out"}', f'--data={data["labelled"]}', '--dry-run', '--cond=1', *TINY])
     assert result.exit_code == 0 and 'Dry run; exiting.' in result.output
-    assert '"class_name": "training.loss.StyleGAN2Loss"' in result.output
+    assert '"class_name": "training.loss.StyleGAN2Loss"' in result.output and '"cond_sampling": "data"' in result.output
+    args = [f'--outdir={tmp_path / "out"}', f'--data={data["labelled"]}', '--dry-run', '--cond=1', *TINY]
+    result = run_cli([*args, '--cond-sampling=0.25,0.75'])
+    assert result.exit_code == 0 and '"cond_sampling": [\n    0.25,\n    0.75\n  ]' in result.output
     assert not os.path.exists(tmp_path / 'out')
 
 

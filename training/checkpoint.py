@@ -1,6 +1,7 @@
 """Network snapshots and exact resume: the one place that saves and loads everything a run needs.
 
-A snapshot holds the official keys (G, D, G_ema, augment_pipe, training_set_kwargs) plus `dataset_info` and
+A snapshot holds the official keys (G, D, G_ema, augment_pipe, training_set_kwargs) plus `dataset_info`,
+`loss_terms` (what each extra generator term records, e.g. the clinical classifier's sha256 and weight) and
 `resume_state` (progress, optimizers, loss statistics, ADA p and RNG state), so a resumed run equals an
 uninterrupted one. An official pickle (no `resume_state`) loads as transfer learning from kimg 0.
 """
@@ -41,6 +42,7 @@ def save_snapshot(path, opts, nets, loss, phases, progress, training_set):
                 misc.check_ddp_consistency(module, ignore_regex=r'.*\.w_avg')
             module = copy.deepcopy(module).eval().requires_grad_(False).cpu()
         data[name] = module
+    data['loss_terms'] = describe_loss_terms(loss)
     data['resume_state'] = capture_resume_state(opts, nets, loss, phases, progress)
     if opts.rank == 0:
         with dnnlib.util.atomic_write(path, 'wb') as f:
@@ -53,6 +55,12 @@ def describe_dataset(training_set):
         name=training_set.name, resolution=training_set.resolution, num_channels=training_set.num_channels,
         label_dim=training_set.label_dim, class_names=training_set.class_names, label_schema=training_set.label_schema,
     )  # fmt: skip
+
+
+def describe_loss_terms(loss):
+    """{name: record} of the extra generator terms that keep a `.record` dict (plain data, no tensors)."""
+    terms = getattr(loss, 'extra_G_terms', ())
+    return {term.name: copy.deepcopy(dict(term.record)) for term in terms if hasattr(term, 'record')}
 
 
 def capture_resume_state(opts, nets, loss, phases, progress):
@@ -142,7 +150,7 @@ def to_cpu(obj):
 # ----------------------------------------------------------------------------
 # The one snapshot reader: unpickle, check it is a snapshot, fill the keys an official pickle lacks.
 
-SNAPSHOT_KEYS = ('G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs', 'dataset_info', 'resume_state')
+SNAPSHOT_KEYS = ('G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs', 'dataset_info', 'loss_terms', 'resume_state')
 
 
 def load_snapshot(path: str, require: tuple = ('G_ema',), param: str | None = '--network') -> dict:

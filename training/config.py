@@ -11,7 +11,7 @@ import torch
 
 import dnnlib
 from torch_utils import distributed
-from training import checkpoint
+from training import checkpoint, data_policy
 from training.augment import augpipe_specs
 
 # ----------------------------------------------------------------------------
@@ -56,6 +56,7 @@ OPTION_DEFAULTS = dict(
     gpus=1, device='auto', snap=50, tick=4, metrics='none', seed=0, cond=False, subset=None, mirror=False,
     aug=None, p=None, target=None, ada_kimg=500, augpipe=None, resume='noresume', freezed=None,
     fp32=False, nhwc=False, nobench=False, allow_tf32=False, workers=3, nonfinite_guard=True,
+    cond_sampling='data', clinical_loss=None, clinical_weight=None,
 )  # fmt: skip
 
 # Run-directory name parts, in order: (option, format) for every option the user set explicitly.
@@ -111,7 +112,7 @@ def setup_training_config(cfg: str = 'auto', **opts) -> dnnlib.EasyDict:
     c.kimg_per_tick = opts.tick
     c.guard_nonfinite = bool(opts.nonfinite_guard)
     c.metrics = opts.metrics
-    c.training_set_kwargs, dataset_name = setup_training_set_kwargs(opts)
+    c.training_set_kwargs, training_set = setup_training_set_kwargs(opts)
     c.data_loader_kwargs = dnnlib.EasyDict(pin_memory=True, num_workers=min(opts.workers, os.cpu_count() or 1))
     c.data_loader_kwargs.prefetch_factor = 2
 
@@ -124,6 +125,7 @@ def setup_training_config(cfg: str = 'auto', **opts) -> dnnlib.EasyDict:
             param='--channel-base',
         )
     setup_network_kwargs(c, spec, opts)
+    setup_conditioning(c, opts, training_set)
     c.update(total_kimg=spec.kimg, batch_size=spec.batch, ema_kimg=spec.ema_kimg, ema_rampup=spec.ema_rampup)
     c.batch_gpu = preset.batch // preset.ref_gpus
     if c.batch_size % opts.gpus != 0:
@@ -131,11 +133,12 @@ def setup_training_config(cfg: str = 'auto', **opts) -> dnnlib.EasyDict:
     fit_batch_per_gpu(c, spec.mbstd_group)
     setup_augmentation(c, opts)
     transfer = setup_resume(c, opts.resume)
-    c.desc = run_description(dataset_name, cfg, opts, user, transfer)
+    c.desc = run_description(training_set.name, cfg, opts, user, transfer)
     return c
 
 
 def setup_training_set_kwargs(opts):
+    """(training_set_kwargs, the training set built from them once to check it): errors name --data/--cond."""
     if not os.path.exists(opts.data):
         raise dnnlib.UserError(f'{opts.data}: no such file or directory', param='--data')
     kwargs = dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=opts.data,
@@ -157,7 +160,7 @@ def setup_training_set_kwargs(opts):
         if opts.subset < len(training_set):
             kwargs.update(max_size=opts.subset, random_seed=opts.seed)
     kwargs.xflip = bool(opts.mirror)
-    return kwargs, training_set.name
+    return kwargs, training_set
 
 
 def setup_network_kwargs(c, spec, opts):
@@ -185,6 +188,45 @@ def setup_network_kwargs(c, spec, opts):
         c.G_kwargs.synthesis_kwargs.fp16_channels_last = c.D_kwargs.block_kwargs.fp16_channels_last = True
     c.cudnn_benchmark = not opts.nobench
     c.allow_tf32 = bool(opts.allow_tf32)
+
+
+# ----------------------------------------------------------------------------
+# Conditioning: how fake labels are drawn (--cond-sampling) and the clinical generator term (--clinical-loss),
+# both checked against the training set's labels here, before anything is written.
+
+
+def setup_conditioning(c, opts, training_set):
+    try:
+        c.cond_sampling = data_policy.parse_cond_sampling(opts.cond_sampling)
+        if isinstance(c.cond_sampling, list) and opts.cond:
+            data_policy.check_marginal(c.cond_sampling, training_set.label_dim, training_set.has_onehot_labels)
+    except ValueError as err:
+        raise dnnlib.UserError(str(err), param='--cond-sampling') from None
+    if c.cond_sampling != 'data' and not opts.cond:
+        raise dnnlib.UserError('needs --cond=1', param='--cond-sampling')
+    if opts.clinical_weight is not None and opts.clinical_loss is None:
+        raise dnnlib.UserError('needs --clinical-loss', param='--clinical-weight')
+    if opts.clinical_loss is not None:
+        opts.clinical_weight = 0.1 if opts.clinical_weight is None else opts.clinical_weight  # The study's lambda.
+        c.loss_kwargs.extra_G_terms = [clinical_term_spec(opts, training_set)]
+
+
+def clinical_term_spec(opts, training_set):
+    """The clinical loss as a class_name spec, built once here so that a bad classifier stops the run now."""
+    if not opts.cond:
+        raise dnnlib.UserError('needs --cond=1 (the classifier scores the requested labels)', param='--clinical-loss')
+    if not os.path.isfile(opts.clinical_loss):
+        raise dnnlib.UserError(f'{opts.clinical_loss}: no such file', param='--clinical-loss')
+    spec = dnnlib.EasyDict(
+        class_name='clinical.clinical_loss.ClinicalLoss', classifier_pkl=opts.clinical_loss,
+        weight=opts.clinical_weight, class_names=training_set.class_names, is_onehot=training_set.has_onehot_labels,
+    )  # fmt: skip
+    dnnlib.util.construct_class_by_name(**spec)  # Loads the classifier and checks its schema (UserError).
+    return spec
+
+
+# ----------------------------------------------------------------------------
+# Batch split per rank, augmentation and resume.
 
 
 def fit_batch_per_gpu(c, mbstd_group):
@@ -238,6 +280,9 @@ def setup_resume(c, resume):
 
 def run_description(dataset_name, cfg, opts, user, resumed):
     desc = dataset_name + ('-cond' if opts.cond else '') + (f'-subset{opts.subset}' if opts.subset else '')
+    if opts.cond_sampling != 'data':
+        desc += '-condbalanced' if opts.cond_sampling == 'balanced' else '-condmarginal'
+    desc += f'-clinical{opts.clinical_weight:g}' if opts.clinical_loss is not None else ''
     desc += ('-mirror' if opts.mirror else '') + f'-{cfg}' + (f'{opts.gpus:d}' if cfg == 'auto' else '')
     desc += ''.join(fmt.format(user[key]) for key, fmt in DESC_PARTS if key in user)
     desc += '-resumecustom' if resumed else ''

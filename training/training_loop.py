@@ -52,7 +52,7 @@ def training_loop(
     G_step_kwargs           = None,     # Options for the G phases' optimizer step. None = training.phases.PhaseStep.
     D_step_kwargs           = None,     # Options for the D phases' optimizer step (a DP-SGD step plugs in here).
     is_private              = False,    # Private mode: nothing outside D's step reads the training set.
-    label_marginal          = None,     # Private mode: public class marginal for fake labels. None = uniform.
+    cond_sampling           = 'data',   # Fake labels: 'data' | 'balanced' | [P1..PK] (training/data_policy.py).
     metrics                 = [],       # Metric names or callables to evaluate at each network snapshot.
     random_seed             = 0,        # Global random seed.
     num_gpus                = 1,        # Number of processes (ranks) participating.
@@ -88,7 +88,7 @@ def training_loop(
     opts = dnnlib.EasyDict(locals())
     device = setup_device(opts)
     training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
-    policy = make_data_policy(is_private, label_marginal)
+    policy = make_data_policy(is_private, cond_sampling)
     if rank == 0:
         reporting.print_dataset_summary(training_set, policy)
     nets = setup_networks(opts, training_set, device)

@@ -1,8 +1,11 @@
 """setup_training_config() without click: presets fill only what is unset; errors name their flag."""
 
+import json
+
 import pytest
 
 import dnnlib
+from clinical.classifier import RadiographClassifier, save_classifier
 from training import config
 
 
@@ -45,3 +48,51 @@ def test_foreign_resume_pickle_is_refused_before_training(tiny_dataset, tmp_path
 def test_unknown_option_is_a_type_error(tiny_dataset):
     with pytest.raises(TypeError, match='unknown option'):
         config.setup_training_config('cpu', data=tiny_dataset(), colour='blue')
+
+
+# ----------------------------------------------------------------------------
+# --cond-sampling and --clinical-loss: checked against the data's labels before anything runs.
+
+
+def _classifier_pkl(path, class_names, kind):
+    save_classifier(str(path), RadiographClassifier(class_names, kind, resolution=16, channels=(8, 16)), {})
+    return str(path)
+
+
+def test_cond_sampling_and_clinical_loss_reach_the_config(tiny_dataset, tmp_path):
+    data = tiny_dataset(path=tmp_path / 'd.zip', class_names=['normal', 'abnormal'])
+    pkl = _classifier_pkl(tmp_path / 'clf.pkl', ['normal', 'abnormal'], 'binary')
+    c = config.setup_training_config('cpu', data=data, device='cpu', cond=True, cond_sampling='balanced',
+                                     clinical_loss=pkl, clinical_weight=0.5)  # fmt: skip
+    assert c.cond_sampling == 'balanced' and c.desc == 'd-cond-condbalanced-clinical0.5-cpu'
+    (spec,) = c.loss_kwargs.extra_G_terms
+    assert spec == dict(class_name='clinical.clinical_loss.ClinicalLoss', classifier_pkl=pkl, weight=0.5,
+                        class_names=['normal', 'abnormal'], is_onehot=True)  # fmt: skip
+    json.dumps(c)  # training_options.json
+    c = config.setup_training_config('cpu', data=data, device='cpu', cond=True, cond_sampling='1,3')
+    assert c.cond_sampling == [1.0, 3.0] and c.desc == 'd-cond-condmarginal-cpu'
+    assert 'extra_G_terms' not in c.loss_kwargs
+    assert config.setup_training_config('cpu', data=data, device='cpu').cond_sampling == 'data'
+
+
+@pytest.mark.parametrize(
+    'opts, param, message',
+    [
+        (dict(cond=True, cond_sampling='1,2,3'), '--cond-sampling', 'must be 2 non-negative numbers'),
+        (dict(cond=True, cond_sampling='0,0'), '--cond-sampling', 'at least one positive weight'),
+        (dict(cond=True, cond_sampling='uniform'), '--cond-sampling', 'expected data, balanced'),
+        (dict(cond_sampling='balanced'), '--cond-sampling', 'needs --cond=1'),
+        (dict(clinical_loss='{clf}'), '--clinical-loss', 'needs --cond=1'),
+        (dict(cond=True, clinical_loss='{tmp}/nope.pkl'), '--clinical-loss', 'no such file'),
+        (dict(cond=True, clinical_loss='{tmp}/d.zip'), '--clinical-loss', 'cannot load classifier'),
+        (dict(cond=True, clinical_loss='{other}'), '--clinical-loss', 'but the dataset has normal, abnormal'),
+    ],
+)
+def test_conditioning_errors_name_their_flag(tiny_dataset, tmp_path, opts, param, message):
+    data = tiny_dataset(path=tmp_path / 'd.zip', class_names=['normal', 'abnormal'])
+    paths = dict(tmp=tmp_path, clf=_classifier_pkl(tmp_path / 'clf.pkl', ['normal', 'abnormal'], 'binary'),
+                 other=_classifier_pkl(tmp_path / 'other.pkl', ['a', 'b', 'c'], 'multiclass'))  # fmt: skip
+    opts = {key: value.format(**paths) if key == 'clinical_loss' else value for key, value in opts.items()}
+    with pytest.raises(dnnlib.UserError, match=message) as info:
+        config.setup_training_config('cpu', data=data, device='cpu', **opts)
+    assert info.value.param == param

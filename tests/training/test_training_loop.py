@@ -66,7 +66,7 @@ def test_run_writes_snapshots_grids_and_finite_stats(uninterrupted_run):
     assert sum(key in line for line in lines for key in ('Loss/r1_penalty', 'Loss/pl_penalty')) >= 2
     snapshot = load(run_dir / 'network-snapshot-000000.032.pkl')
     assert {'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs', 'resume_state'} <= set(snapshot)
-    assert snapshot['dataset_info']['class_names'] == ['left', 'right']
+    assert snapshot['dataset_info']['class_names'] == ['left', 'right'] and snapshot['loss_terms'] == {}
     assert snapshot['resume_state']['cur_nimg'] == 32 and snapshot['resume_state']['batch_idx'] == 8
 
 
