@@ -19,7 +19,8 @@ import torch
 import cli_utils
 import dnnlib
 from clinical.labels import resolve_class
-from clinical.synthetic import generate_images, load_network
+from clinical.synthetic import load_network
+from training.sampling import generate_images
 
 MAX_SEED = 2**32 - 1  # numpy's RandomState takes seeds in [0, 2**32).
 

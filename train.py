@@ -11,10 +11,13 @@ Examples:
     torchrun --nnodes=2 --nproc-per-node=8 ... train.py --outdir=runs --data=...     # multi-node
 """
 
+import os
+
 import click
 
 import dnnlib
 from cli_utils import finite_float, user_errors
+from metrics import metric_main
 from training.augment import augpipe_specs
 from training.config import CONFIG_PRESETS, OPTION_DEFAULTS, setup_training_config
 from training.launch import launch_training
@@ -23,18 +26,16 @@ from training.launch import launch_training
 # --metrics: names -> class_name dicts that training_loop builds into callables (metrics/ is a higher layer).
 
 
-def parse_metrics(metrics):
+def parse_metrics(metrics, feature_net, holdout):
     names = [] if metrics.lower() == 'none' else [name for name in metrics.split(',') if name]
-    if not names:
-        return []
-    try:
-        from metrics import metric_main
-    except ImportError:
-        raise dnnlib.UserError('no metrics module in this build; use --metrics=none', param='--metrics') from None
     invalid = [name for name in names if not metric_main.is_valid_metric(name)]
     if invalid:
         raise dnnlib.UserError(f'unknown metric(s) {", ".join(invalid)}', param='--metrics')
-    return [metric_main.metric_spec(name) for name in names]
+    if holdout is not None and not os.path.exists(holdout):
+        raise dnnlib.UserError(f'{holdout}: no such file or directory', param='--holdout')
+    if any(metric_main.resolve(name)[0] == 'privacy' for name in names) and holdout is None:
+        raise dnnlib.UserError('the privacy audit needs real images the GAN never saw (--holdout)', param='--metrics')
+    return [metric_main.metric_spec(name, feature_net=feature_net, holdout=holdout) for name in names]
 
 
 # ----------------------------------------------------------------------------
@@ -62,9 +63,15 @@ P = OPTION_DEFAULTS
     type=finite_float(min=0, min_open=True),
     default=P['tick'],
 )
+@click.option('--metrics', help='Comma-separated metric names or "none"', metavar='LIST', type=str, default='none')
 @click.option(
-    '--metrics', help='Comma-separated metric names or "none"', metavar='LIST', type=str, default=P['metrics']
+    '--feature-net',
+    help='Metrics feature space: inception, pixels[:S] or a classify.py PKL',
+    metavar='SPEC',
+    type=str,
+    default='inception',
 )
+@click.option('--holdout', help='Real images the GAN never sees (--metrics=privacy)', metavar='PATH', type=str)
 @click.option('--seed', help='Random seed', metavar='INT', type=click.IntRange(min=0), default=P['seed'])
 @click.option('-n', '--dry-run', help='Print training options and exit', is_flag=True)
 # Dataset.
@@ -152,7 +159,7 @@ P = OPTION_DEFAULTS
     type=click.IntRange(min=0),
     default=P['workers'],
 )
-def main(outdir, dry_run, cfg, metrics, **opts):
+def main(outdir, dry_run, cfg, metrics, feature_net, holdout, **opts):
     """Train a GAN using the techniques described in "Training Generative Adversarial Networks with Limited
     Data" (Karras et al. 2020), on CPU or CUDA, in one or many processes.
 
@@ -161,7 +168,7 @@ def main(outdir, dry_run, cfg, metrics, **opts):
     python train.py --outdir=runs --data=phantom.zip --cfg=cpu --kimg=0.1 --tick=0.05
     """
     with user_errors():
-        c = setup_training_config(cfg, **opts, metrics=parse_metrics(metrics))
+        c = setup_training_config(cfg, **opts, metrics=parse_metrics(metrics, feature_net, holdout))
         launch_training(c, outdir, dry_run)
 
 

@@ -1,13 +1,13 @@
-"""Synthetic images from a generator: load a snapshot or release, render per-seed images, and draw a labelled
-synthetic set (class balance and truncation chosen by the caller) for synthetic-learning experiments.
-
-The z of every image comes from `RandomState(seed)`, so an image depends on its seed only, not on the batch.
+"""Synthetic images from a generator: load a snapshot or release and draw a labelled synthetic set (class balance
+and truncation chosen by the caller) for synthetic-learning experiments. Images are per seed
+(training.sampling.generate_images), so an image depends on its seed only, not on the batch.
 """
 
 import numpy as np
 import torch
 
 from training import checkpoint, release
+from training.sampling import generate_images
 
 # ----------------------------------------------------------------------------
 # A generator on the device and the class names it was trained with (None if unknown), from a release
@@ -29,36 +29,6 @@ def load_network(network: str, device: torch.device, param: str = '--network', v
         print(f'Loading networks from snapshot "{network}" (pickle: trusted sources only)...')
     data = checkpoint.load_snapshot(network, param=param)
     return data['G_ema'].eval().requires_grad_(False).to(device), release.snapshot_info(data)['class_names']
-
-
-# ----------------------------------------------------------------------------
-# Per-seed images: uint8 [N, H, W, C], the same bytes generate.py writes as PNGs.
-
-
-def generate_images(G, seeds, label, truncation_psi=1, noise_mode='const', batch_size=16, device='cpu'):
-    """One uint8 image [H, W, C] per seed; `label` is one [c_dim] vector or one per seed [N, c_dim].
-
-    Example:
-        >>> images = generate_images(G, [0, 1], np.zeros([G.c_dim], np.float32))  # doctest: +SKIP
-    """
-    device = torch.device(device)
-    z = np.stack([np.random.RandomState(seed).randn(G.z_dim) for seed in seeds]).astype(np.float32)
-    c = np.broadcast_to(label, [len(seeds), G.c_dim]).astype(np.float32)
-    if noise_mode == 'random':
-        batch_size = 1  # Per-seed noise: seed torch per image.
-    images = []
-    with torch.no_grad():
-        for start in range(0, len(seeds), batch_size):
-            if noise_mode == 'random':
-                torch.manual_seed(seeds[start])
-            z_batch = torch.from_numpy(z[start : start + batch_size]).to(device)
-            c_batch = torch.from_numpy(c[start : start + batch_size]).to(device)
-            img = G(
-                z_batch, c_batch, truncation_psi=truncation_psi, noise_mode=noise_mode, force_fp32=device.type == 'cpu'
-            )
-            img = (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-            images.append(img.cpu().numpy())
-    return np.concatenate(images)
 
 
 # ----------------------------------------------------------------------------

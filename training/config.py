@@ -53,7 +53,7 @@ CONFIG_PRESETS = {
 
 # Options that are not part of a preset, with their defaults (None = off / decided later).
 OPTION_DEFAULTS = dict(
-    gpus=1, device='auto', snap=50, tick=4, metrics='none', seed=0, cond=False, subset=None, mirror=False,
+    gpus=1, device='auto', snap=50, tick=4, metrics=(), seed=0, cond=False, subset=None, mirror=False,
     aug=None, p=None, target=None, ada_kimg=500, augpipe=None, resume='noresume', freezed=None,
     fp32=False, nhwc=False, nobench=False, allow_tf32=False, workers=3, nonfinite_guard=True,
     cond_sampling='data', clinical_loss=None, clinical_weight=None,
@@ -111,7 +111,7 @@ def setup_training_config(cfg: str = 'auto', **opts) -> dnnlib.EasyDict:
     c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap
     c.kimg_per_tick = opts.tick
     c.guard_nonfinite = bool(opts.nonfinite_guard)
-    c.metrics = opts.metrics
+    c.metrics = list(opts.metrics)  # class_name dicts (train.py resolves names) or callables.
     c.training_set_kwargs, training_set = setup_training_set_kwargs(opts)
     c.data_loader_kwargs = dnnlib.EasyDict(pin_memory=True, num_workers=min(opts.workers, os.cpu_count() or 1))
     c.data_loader_kwargs.prefetch_factor = 2

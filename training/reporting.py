@@ -192,8 +192,8 @@ def check_finite(report, nets, progress):
 
 
 # ----------------------------------------------------------------------------
-# Metrics hook: callables fn(G, **context) -> {name: value} or a value, or class_name dicts that build one
-# (the CLI layer resolves metric names; this layer never imports metrics/).
+# Metrics hook: callables fn(G, **context) -> {name: value} ({} = skipped) or a value, or class_name dicts that
+# build one (the CLI layer resolves metric names; this layer never imports metrics/).
 
 
 def maybe_evaluate_metrics(report, opts, snapshot, device):
@@ -209,8 +209,11 @@ def maybe_evaluate_metrics(report, opts, snapshot, device):
         name = getattr(metric, 'name', getattr(metric, '__name__', 'metric'))
         results = metric(snapshot['data']['G_ema'], **context)
         results = results if isinstance(results, dict) else {name: float(results)}
+        if not results:  # The metric skipped this snapshot (e.g. its feature network is missing: it warned).
+            continue
         for key, value in results.items():
-            training_stats.report0(f'Metrics/{key}', value)
+            if isinstance(value, (int, float)):  # Numbers go to the tick log; descriptions only to the JSON line.
+                training_stats.report0(f'Metrics/{key}', value)
         if opts.rank == 0:
             snapshot_pkl = os.path.basename(snapshot['pkl'])
             line = dict(results=results, metric=name, snapshot_pkl=snapshot_pkl, timestamp=time.time())
