@@ -179,7 +179,7 @@ class NonFiniteError(dnnlib.UserError):  # Not the user's fault, but a one-line 
 def check_finite(report, nets, progress):
     report.guard_collector.update()
     stats = report.guard_collector
-    bad_stats = [name for name in stats.names() if stats.num(name) and not np.isfinite(stats.mean(name))]
+    bad_stats = sorted(name for name in stats.names() if stats.num(name) and not np.isfinite(stats.mean(name)))
     phases = sorted({loss_phase(name) for name in bad_stats})
     bad = [f'{phase} ({", ".join(n for n in bad_stats if loss_phase(n) == phase)})' for phase in phases]
     for net in ('G', 'D'):
