@@ -14,7 +14,7 @@ import click
 import torch
 
 import dnnlib
-from cli_utils import user_errors
+from cli_utils import resolve_device, user_errors
 from clinical.synthetic import load_network
 from metrics import metric_main
 from metrics.features import load_feature_net
@@ -81,9 +81,7 @@ def main(network, names, data, mirror, feature_net, num_gen, holdout, seed, devi
     privacy needs --holdout (real images the GAN never saw) and writes JSON, markdown and a PNG of the
     closest generated/training pairs beside the snapshot.
     """
-    device = torch.device(
-        'cuda' if device == 'auto' and torch.cuda.is_available() else 'cpu' if device == 'auto' else device
-    )
+    device = torch.device(resolve_device(device))
     with user_errors():
         if any(metric_main.resolve(name)[0] == 'privacy' for name in names) and holdout is None:
             raise dnnlib.UserError('the privacy audit needs real images the GAN never saw', param='--holdout')

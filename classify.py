@@ -12,10 +12,9 @@ import json
 import os
 
 import click
-import torch
 
 import dnnlib
-from cli_utils import finite_float, user_errors
+from cli_utils import finite_float, resolve_device, user_errors
 from clinical import classifier_report
 from clinical.classifier import ARCHS
 from clinical.classifier_data import assemble_training_set
@@ -54,14 +53,6 @@ def parse_channels(_ctx, _param, value):
     if not channels or min(channels) < 8 or any(c % 8 for c in channels):
         raise click.BadParameter(f'{value!r}: each width must be a multiple of 8')
     return channels
-
-
-def resolve_device(device):
-    if device == 'auto':
-        return 'cuda' if torch.cuda.is_available() else 'cpu'
-    if device == 'cuda' and not torch.cuda.is_available():
-        raise click.BadParameter('CUDA is not available on this machine', param_hint='--device')
-    return device
 
 
 def check_outdir(outdir, overwrite, name):

@@ -32,6 +32,20 @@ def finite_float(min=None, max=None, min_open=False, max_open=False):  # noqa: A
 
 
 # ----------------------------------------------------------------------------
+# --device auto|cpu|cuda -> 'cpu' or 'cuda'; asking for CUDA on a machine without it is a usage error.
+
+
+def resolve_device(device: str) -> str:
+    import torch  # Here, so that tools without torch (dataset_tool) do not load it.
+
+    if device == 'auto':
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    if device == 'cuda' and not torch.cuda.is_available():
+        raise click.BadParameter('CUDA is not available on this machine', param_hint='--device')
+    return device
+
+
+# ----------------------------------------------------------------------------
 # Domain errors -> exit 2 with one line: 'Invalid value for --flag: ...' or, without a flag, 'Error: ...'.
 
 

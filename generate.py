@@ -204,10 +204,7 @@ def main(network_pkl, seeds, truncation_psi, class_spec, noise_mode, outdir, gri
     """
     seeds = parse_range(seeds)
     check_outdir(outdir)
-    if device == 'auto':
-        device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if device == 'cuda' and not torch.cuda.is_available():
-        raise click.BadParameter('CUDA is not available on this machine', param_hint='--device')
+    device = cli_utils.resolve_device(device)
     with cli_utils.user_errors():
         G, class_names = load_network(network_pkl, torch.device(device))
     label = make_label(class_spec, G.c_dim, class_names)

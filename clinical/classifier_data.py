@@ -15,7 +15,7 @@ import torch
 import dnnlib
 from clinical.classifier import label_kind
 from clinical.synthetic import load_network, sample_synthetic
-from training.dataset import ImageFolderDataset, read_dataset_metadata
+from training.dataset import ImageFolderDataset, has_label_list
 
 # ----------------------------------------------------------------------------
 # A labelled image set held in memory: uint8 images, label vectors, and the group (patient) of each image.
@@ -65,7 +65,7 @@ def load_image_set(path: str, classes: list[str] | None = None) -> ImageSet:
         ValueError: unreadable dataset, no labels, or an unknown class in `classes`.
     """
     dataset = ImageFolderDataset(path, use_labels=True)
-    if not _has_labels(path):
+    if not has_label_list(path):
         raise ValueError(f'{path}: the dataset has no labels (dataset.json "labels")')
     images = np.stack([dataset[i][0] for i in range(len(dataset))])
     labels = np.stack([dataset.get_label(i) for i in range(len(dataset))]).astype(np.float32)
@@ -74,13 +74,6 @@ def load_image_set(path: str, classes: list[str] | None = None) -> ImageSet:
     groups = np.asarray(groups, dtype=str)
     image_set = ImageSet(images, labels, groups, names, dataset.has_onehot_labels, path, dataset.label_schema)
     return select_classes(image_set, classes) if classes else image_set
-
-
-def _has_labels(path: str) -> bool:
-    try:
-        return bool(read_dataset_metadata(path).get('labels'))
-    except FileNotFoundError:
-        return False
 
 
 def select_classes(image_set: ImageSet, classes: list[str]) -> ImageSet:

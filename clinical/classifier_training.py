@@ -8,9 +8,10 @@ import os
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
+from clinical import evaluation
 from clinical.classifier import (
     RadiographClassifier,
     load_weights,
@@ -73,13 +74,11 @@ def predict(net: RadiographClassifier, images: np.ndarray, batch_size: int = 128
 
 def score_auc(labels: np.ndarray, scores: np.ndarray, kind: str) -> float:
     """Binary AUC, or the macro one-vs-rest AUC over the classes that have positives and negatives; NaN if none."""
-    columns = [1] if kind == 'binary' else range(labels.shape[1])
-    present = [k for k in columns if 0 < (labels[:, k] > 0.5).sum() < len(labels)]
-    if not present:
-        return float('nan')
-    if kind == 'binary':
-        return float(roc_auc_score(labels[:, 1], scores))
-    return float(np.mean([roc_auc_score(labels[:, k] > 0.5, scores[:, k]) for k in present]))
+    if kind != 'binary':
+        macro = evaluation.multiclass_auc(labels, scores, [str(k) for k in range(labels.shape[1])], kind)['macro']
+        return float('nan') if macro is None else float(macro)
+    y_true = labels[:, 1] > 0.5
+    return float(roc_auc_score(y_true, scores)) if 0 < y_true.sum() < len(y_true) else float('nan')
 
 
 # ----------------------------------------------------------------------------
@@ -154,6 +153,10 @@ def _train_epoch(net, train_set, optimizer, schedule, weights, generator, batch_
 # One whole run: split, train, choose the operating threshold on validation, save the pickle with metadata.
 
 
+def _youden_threshold(val_set: ImageSet, scores: np.ndarray) -> float:
+    return evaluation.operating_point(val_set.labels[:, 1], scores, 'youden')['threshold']
+
+
 def fit_and_save(image_set: ImageSet, outdir: str, *, val_fraction=0.15, seed=0, **train_kwargs):
     """Train on `image_set` (validation taken from it) and write `outdir/classifier.pkl`; returns its metadata."""
     train_idx, val_idx = split_validation(image_set, val_fraction, seed)
@@ -168,17 +171,12 @@ def fit_and_save(image_set: ImageSet, outdir: str, *, val_fraction=0.15, seed=0,
         split=dict(train=len(train_set), val=len(val_set), val_groups=len(set(val_set.groups)), seed=seed),
         val_auc=max((h['val_auc'] for h in history if np.isfinite(h['val_auc'])), default=None), history=history,
         seed=seed,
-        val_threshold=_youden_threshold(val_set.labels[:, 1], val_scores) if net.kind == 'binary' else None,
+        val_threshold=_youden_threshold(val_set, val_scores) if net.kind == 'binary' else None,
         train_kwargs={key: value for key, value in train_kwargs.items() if key != 'device'},
     )  # fmt: skip
     os.makedirs(outdir, exist_ok=True)
     save_classifier(os.path.join(outdir, 'classifier.pkl'), net, metadata)
     return metadata
-
-
-def _youden_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
-    fpr, tpr, thresholds = roc_curve(y_true, scores)
-    return float(min(thresholds[np.argmax(tpr - fpr)], 1.0))
 
 
 # ----------------------------------------------------------------------------

@@ -15,7 +15,6 @@ import sys
 
 import click
 import numpy as np
-import sklearn.model_selection
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -23,7 +22,7 @@ sys.path.insert(0, REPO)
 import dnnlib  # noqa: E402
 from clinical import evaluation  # noqa: E402
 from clinical.classifier import load_classifier  # noqa: E402
-from clinical.classifier_data import load_image_set, select_classes  # noqa: E402
+from clinical.classifier_data import load_image_set, select_classes, split_validation  # noqa: E402
 from clinical.classifier_training import fit_and_save, predict  # noqa: E402
 
 # ----------------------------------------------------------------------------
@@ -34,13 +33,6 @@ def convert(source, dest, resolution, label_column):
         args = ['--source', source, '--dest', dest, '--resolution', str(resolution), '--label-column', label_column]
         subprocess.run([sys.executable, os.path.join(REPO, 'dataset_tool.py'), *args], check=True)
     return load_image_set(dest)
-
-
-def patient_split(image_set, test_fraction, seed):
-    """(train indices, test indices): no patient in both, stratified by class."""
-    folds = int(round(1 / test_fraction))
-    splitter = sklearn.model_selection.StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return next(splitter.split(np.zeros(len(image_set)), image_set.labels.argmax(1), image_set.groups))
 
 
 def run_task(name, image_set, train_idx, test_idx, out, seed, epochs):
@@ -67,7 +59,7 @@ def main(out, source, resolution, epochs, seed):
     results = {}
     films = convert(source, os.path.join(out, f'kermany-{resolution}.zip'), resolution, 'label')
     assert len(set(films.groups)) < len(films), 'patient_id did not come through dataset_tool'
-    train_idx, test_idx = patient_split(films, 0.2, seed)
+    train_idx, test_idx = split_validation(films, 0.2, seed)  # Patient-disjoint, stratified.
     results['normal_vs_pneumonia'] = run_task('normal-vs-pneumonia', films, train_idx, test_idx, out, seed, epochs)
     subtypes = convert(source, os.path.join(out, f'kermany-subtype-{resolution}.zip'), resolution, 'subtype')
     assert np.array_equal(subtypes.groups, films.groups)  # Same films, same order: the same patient split.

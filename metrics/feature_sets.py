@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 import dnnlib
 from metrics.features import PixelFeatures
-from training.dataset import ImageFolderDataset, read_dataset_metadata
+from training.dataset import ImageFolderDataset, has_label_list
 from training.sampling import generate_images
 
 PIXEL_SIZE = 32  # Side of the pixel space used for memorisation.
@@ -47,11 +47,7 @@ def open_dataset(path: str, mirror: bool = False, param: str = '--data') -> Imag
     if not os.path.exists(path):
         raise dnnlib.UserError(f'{path}: no such file or directory', param=param)
     try:
-        try:
-            has_labels = bool(read_dataset_metadata(path).get('labels'))
-        except FileNotFoundError:
-            has_labels = False
-        dataset = ImageFolderDataset(path, use_labels=has_labels, xflip=mirror)
+        dataset = ImageFolderDataset(path, use_labels=has_label_list(path), xflip=mirror)
         _ = dataset.label_shape  # Reads and checks the labels now, not halfway through a metric.
     except ValueError as err:
         raise dnnlib.UserError(str(err), param=param) from None

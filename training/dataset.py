@@ -351,6 +351,14 @@ def read_dataset_metadata(path: str) -> dict:
         return parse_dataset_json(f, path)
 
 
+def has_label_list(path: str) -> bool:
+    """Whether the dataset (folder, zip or dataset.json) lists labels; False when it has no dataset.json."""
+    try:
+        return bool(read_dataset_metadata(path).get('labels'))
+    except FileNotFoundError:
+        return False
+
+
 def parse_dataset_json(f, where: str) -> dict:
     """dataset.json from an open binary file; `where` names the dataset in errors."""
     try:
