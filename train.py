@@ -8,6 +8,7 @@ Examples:
     python train.py --outdir=runs --data=spine.zip --cond=1 --mirror=1 --gpus=2      # 2 processes
     python train.py --outdir=runs --data=spine.zip --cond=1 --cond-sampling=balanced \
         --clinical-loss=classifier.pkl --clinical-weight=0.1                           # clinical loss
+    python train.py --outdir=runs --data=spine.zip --cond=1 --dp=1 --dp-epsilon=10 --cfg=cpu   # DP-SGD
     torchrun --nnodes=2 --nproc-per-node=8 ... train.py --outdir=runs --data=...     # multi-node
 """
 
@@ -83,10 +84,10 @@ P = OPTION_DEFAULTS
 @click.option('--mirror', help='Enable dataset x-flips', metavar='BOOL', type=bool, default=P['mirror'])
 @click.option(
     '--cond-sampling',
-    help='Fake labels: data (training labels), balanced (classes equally often) or class weights P1,P2,...',
+    help='Fake labels: data (training labels), balanced (classes equally often) or class weights P1,P2,...  '
+    '[default: data; balanced under --dp]',
     metavar='data|balanced|LIST',
     type=str,
-    default=P['cond_sampling'],
 )
 # Base config.
 @click.option('--cfg', help='Base config', type=click.Choice(list(CONFIG_PRESETS)), default='auto')
@@ -114,6 +115,54 @@ P = OPTION_DEFAULTS
     metavar='FLOAT',
     type=finite_float(min=0),
     default=None,
+)
+@click.option(
+    '--clinical-public',
+    help='Under --dp: the clinical classifier saw no private images (else it must be DP-trained)',
+    metavar='BOOL',
+    type=bool,
+    default=P['clinical_public'],
+)
+# Differential privacy.
+@click.option(
+    '--dp', help="Train D with DP-SGD (only D's step reads the images)", metavar='BOOL', type=bool, default=P['dp']
+)
+@click.option(
+    '--dp-epsilon',
+    help='Privacy budget: sigma is chosen to spend it over --kimg; training stops at it',
+    metavar='FLOAT',
+    type=finite_float(min=0, min_open=True),
+)
+@click.option(
+    '--dp-delta',
+    help='Privacy delta  [default: 0.1 / number of images or patients]',
+    metavar='FLOAT',
+    type=finite_float(min=0, max=1, min_open=True, max_open=True),
+)
+@click.option(
+    '--dp-noise',
+    help='Noise multiplier sigma (instead of deriving it from --dp-epsilon)',
+    metavar='FLOAT',
+    type=finite_float(min=0),
+)
+@click.option(
+    '--dp-clip',
+    help='Per-sample gradient norm bound C',
+    metavar='FLOAT',
+    type=finite_float(min=0, min_open=True),
+    default=P['dp_clip'],
+)
+@click.option(
+    '--dp-accountant',
+    help='Accountant for sigma, the budget and the reported epsilon',
+    type=click.Choice(['prv', 'rdp']),
+    default=P['dp_accountant'],
+)
+@click.option(
+    '--dp-mode',
+    help='Ablation: full DP-SGD, clip-only (sigma=0) or noise-only (no clipping)',
+    type=click.Choice(['full', 'clip-only', 'noise-only']),
+    default=P['dp_mode'],
 )
 # Discriminator augmentation.
 @click.option('--aug', help='Augmentation mode [default: ada]', type=click.Choice(['noaug', 'ada', 'fixed']))

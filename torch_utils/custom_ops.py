@@ -278,6 +278,6 @@ def use_cuda_kernel(x: torch.Tensor, impl: str, init_plugin) -> bool:
     """True if the call on `x` runs the fused kernel; `init_plugin()` builds it once and says whether it loaded."""
     if impl not in ('cuda', 'auto', 'ref'):
         raise ValueError(f"impl must be 'cuda', 'auto' or 'ref', got {impl!r}")
-    if impl == 'ref' or os.environ.get('SPINEGAN_OPS_IMPL', '') == 'ref':
-        return False
+    if impl == 'ref' or os.environ.get('SPINEGAN_OPS_IMPL', '') == 'ref' or torch._C._are_functorch_transforms_active():
+        return False  # The kernels' autograd.Functions have no torch.func rules: DP-SGD runs the reference.
     return x.device.type == 'cuda' and x.dtype in KERNEL_DTYPES and init_plugin()

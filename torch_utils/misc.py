@@ -65,6 +65,16 @@ def suppress_tracer_warnings():
 
 
 # ----------------------------------------------------------------------------
+# Inside torch.func transforms? (Custom autograd.Functions must then step aside.)
+
+
+def functorch_transform_active() -> bool:
+    """True inside torch.func transforms (vmap, grad, ...). Our hand-written autograd.Functions have no functorch
+    rules, so the ops then take their plain-torch reference paths (exact; used by DP-SGD's per-sample gradients)."""
+    return torch._C._are_functorch_transforms_active()
+
+
+# ----------------------------------------------------------------------------
 # Shape contract check: None in the reference shape matches any size.
 
 

@@ -1,7 +1,8 @@
 """Network snapshots and exact resume: the one place that saves and loads everything a run needs.
 
 A snapshot holds the official keys (G, D, G_ema, augment_pipe, training_set_kwargs) plus `dataset_info`,
-`loss_terms` (what each extra generator term records, e.g. the clinical classifier's sha256 and weight) and
+`loss_terms` (what each extra generator term records, e.g. the clinical classifier's sha256 and weight), `privacy`
+(the DP-SGD release record: epsilon, delta, sigma, C, q, steps; None without DP) and
 `resume_state` (progress, optimizers, loss statistics, ADA p and RNG state), so a resumed run equals an
 uninterrupted one. An official pickle (no `resume_state`) loads as transfer learning from kimg 0.
 """
@@ -43,6 +44,7 @@ def save_snapshot(path, opts, nets, loss, phases, progress, training_set):
             module = copy.deepcopy(module).eval().requires_grad_(False).cpu()
         data[name] = module
     data['loss_terms'] = describe_loss_terms(loss)
+    data['privacy'] = describe_privacy(phases)
     data['resume_state'] = capture_resume_state(opts, nets, loss, phases, progress)
     if opts.rank == 0:
         with dnnlib.util.atomic_write(path, 'wb') as f:
@@ -61,6 +63,12 @@ def describe_loss_terms(loss):
     """{name: record} of the extra generator terms that keep a `.record` dict (plain data, no tensors)."""
     terms = getattr(loss, 'extra_G_terms', ())
     return {term.name: copy.deepcopy(dict(term.record)) for term in terms if hasattr(term, 'record')}
+
+
+def describe_privacy(phases):
+    """The DP step's release record (epsilon, delta, sigma, C, q, steps, accountant), or None without DP."""
+    records = [phase.step.release_record() for phase in phases if hasattr(phase.step, 'release_record')]
+    return records[0] if records else None
 
 
 def capture_resume_state(opts, nets, loss, phases, progress):
@@ -150,7 +158,9 @@ def to_cpu(obj):
 # ----------------------------------------------------------------------------
 # The one snapshot reader: unpickle, check it is a snapshot, fill the keys an official pickle lacks.
 
-SNAPSHOT_KEYS = ('G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs', 'dataset_info', 'loss_terms', 'resume_state')
+SNAPSHOT_KEYS = (
+    'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs', 'dataset_info', 'loss_terms', 'privacy', 'resume_state',
+)  # fmt: skip
 
 
 def load_snapshot(path: str, require: tuple = ('G_ema',), param: str | None = '--network') -> dict:

@@ -56,7 +56,8 @@ OPTION_DEFAULTS = dict(
     gpus=1, device='auto', snap=50, tick=4, metrics=(), seed=0, cond=False, subset=None, mirror=False,
     aug=None, p=None, target=None, ada_kimg=500, augpipe=None, resume='noresume', freezed=None,
     fp32=False, nhwc=False, nobench=False, allow_tf32=False, workers=3, nonfinite_guard=True,
-    cond_sampling='data', clinical_loss=None, clinical_weight=None,
+    cond_sampling='data', clinical_loss=None, clinical_weight=None, clinical_public=False,
+    dp=False, dp_epsilon=None, dp_delta=None, dp_noise=None, dp_clip=1.0, dp_accountant='prv', dp_mode='full',
 )  # fmt: skip
 
 # Run-directory name parts, in order: (option, format) for every option the user set explicitly.
@@ -102,6 +103,8 @@ def setup_training_config(cfg: str = 'auto', **opts) -> dnnlib.EasyDict:
         raise TypeError(f'setup_training_config: unknown option(s) {", ".join(sorted(unknown))}')
     user = {key: value for key, value in opts.items() if value is not None}
     opts = dnnlib.EasyDict(OPTION_DEFAULTS, **user)
+    if opts.dp and 'cond_sampling' not in user:
+        opts.cond_sampling = 'balanced'  # Private labels never drive the fake labels.
     opts.gpus = distributed.torchrun_world_size() or opts.gpus  # Under torchrun, ranks of every node.
     if opts.gpus & (opts.gpus - 1) != 0:
         raise dnnlib.UserError('must be a power of two', param='--gpus')
@@ -131,7 +134,8 @@ def setup_training_config(cfg: str = 'auto', **opts) -> dnnlib.EasyDict:
     if c.batch_size % opts.gpus != 0:
         raise dnnlib.UserError(f'{c.batch_size} must be divisible by --gpus ({opts.gpus} ranks)', param='--batch')
     fit_batch_per_gpu(c, spec.mbstd_group)
-    setup_augmentation(c, opts)
+    setup_augmentation(c, opts, user)
+    setup_privacy(c, opts, training_set)
     transfer = setup_resume(c, opts.resume)
     c.desc = run_description(training_set.name, cfg, opts, user, transfer)
     return c
@@ -206,6 +210,8 @@ def setup_conditioning(c, opts, training_set):
         raise dnnlib.UserError('needs --cond=1', param='--cond-sampling')
     if opts.clinical_weight is not None and opts.clinical_loss is None:
         raise dnnlib.UserError('needs --clinical-loss', param='--clinical-weight')
+    if opts.clinical_public and opts.clinical_loss is None:
+        raise dnnlib.UserError('needs --clinical-loss', param='--clinical-public')
     if opts.clinical_loss is not None:
         opts.clinical_weight = 0.1 if opts.clinical_weight is None else opts.clinical_weight  # The study's lambda.
         c.loss_kwargs.extra_G_terms = [clinical_term_spec(opts, training_set)]
@@ -221,7 +227,12 @@ def clinical_term_spec(opts, training_set):
         class_name='clinical.clinical_loss.ClinicalLoss', classifier_pkl=opts.clinical_loss,
         weight=opts.clinical_weight, class_names=training_set.class_names, is_onehot=training_set.has_onehot_labels,
     )  # fmt: skip
-    dnnlib.util.construct_class_by_name(**spec)  # Loads the classifier and checks its schema (UserError).
+    term = dnnlib.util.construct_class_by_name(**spec)  # Loads the classifier and checks its schema (UserError).
+    if opts.dp and not opts.clinical_public and not (term.record['dp'] or {}).get('dp'):
+        raise dnnlib.UserError(f'{opts.clinical_loss} was not trained with DP (classify.py train --dp ...); under --dp '
+                               'its training images leak through G unless it is public (--clinical-public=1)',
+                               param='--clinical-loss')  # fmt: skip
+    opts.clinical_dp_record = None if opts.clinical_public else term.record['dp']  # Composed with D's DP-SGD.
     return spec
 
 
@@ -241,8 +252,11 @@ def fit_batch_per_gpu(c, mbstd_group):
     c.D_kwargs.epilogue_kwargs.mbstd_group_size = group
 
 
-def setup_augmentation(c, opts):
-    aug = opts.aug or 'ada'
+def setup_augmentation(c, opts, user):
+    if opts.dp and opts.aug == 'ada' and 'aug' in user:
+        raise dnnlib.UserError("ADA's p follows D's outputs on private images; under --dp use --aug=fixed --p=P",
+                               param='--aug')  # fmt: skip
+    aug = opts.aug or ('noaug' if opts.dp else 'ada')
     if aug == 'fixed' and opts.p is None:
         raise dnnlib.UserError('--aug=fixed requires --p', param='--aug')
     if opts.p is not None and aug != 'fixed':
@@ -261,6 +275,45 @@ def setup_augmentation(c, opts):
     c.augment_kwargs = dnnlib.EasyDict(
         class_name='training.augment.AugmentPipe', **augpipe_specs[opts.augpipe or 'bgc']
     )
+
+
+# ----------------------------------------------------------------------------
+# Differential privacy (--dp): D's step becomes DP-SGD (clinical/dp.py), everything else stops reading the
+# training set (training/data_policy.py), minibatch-stddev is off (it mixes samples) and R1 folds into D's one
+# step every 16 steps. The plan (sigma, q, delta, the budget's last step) is made here, before anything runs.
+
+
+def setup_privacy(c, opts, training_set):
+    dp_flags = [key for key in ('dp_epsilon', 'dp_delta', 'dp_noise') if opts[key] is not None]
+    if not opts.dp:
+        if dp_flags:
+            raise dnnlib.UserError('needs --dp=1', param='--' + dp_flags[0].replace('_', '-'))
+        return
+    if opts.gpus != 1:
+        raise dnnlib.UserError('DP-SGD runs in one process', param='--gpus')
+    if opts.mirror:
+        raise dnnlib.UserError('flipped copies would be extra private units; flip in --augpipe', param='--mirror')
+    if c.cond_sampling == 'data':
+        raise dnnlib.UserError('under --dp fake labels cannot follow the private labels; use balanced or P1,P2,...',
+                               param='--cond-sampling')  # fmt: skip
+    groups = training_set.groups
+    unit, num_units = ('patient', len(set(groups))) if groups is not None else ('image', len(training_set))
+    priors = [opts.clinical_dp_record] if opts.get('clinical_dp_record') else []
+    steps = -(-int(c.total_kimg * 1000) // c.batch_size)
+    try:
+        plan = dnnlib.util.call_func_by_name(
+            func_name='clinical.dp.plan_privacy', num_units=num_units, num_items=len(training_set),
+            batch_size=c.batch_size, steps=steps, mode=opts.dp_mode, epsilon=opts.dp_epsilon, noise=opts.dp_noise,
+            delta=opts.dp_delta, clip=opts.dp_clip, accountant=opts.dp_accountant, unit=unit, prior=priors,
+        )  # fmt: skip
+    except ValueError as err:
+        raise dnnlib.UserError(str(err)) from None
+    plan['summary'] = dnnlib.util.call_func_by_name(plan, func_name='clinical.dp.describe_plan')
+    c.is_private = True
+    c.D_reg_interval = None  # One D step per iteration; DPDiscriminatorStep folds lazy R1 into it.
+    c.D_kwargs.epilogue_kwargs.mbstd_num_channels = 0
+    c.D_step_kwargs = dnnlib.EasyDict(class_name='clinical.dp.DPDiscriminatorStep', privacy=plan,
+                                      training_set_kwargs=c.training_set_kwargs, r1_interval=16)  # fmt: skip
 
 
 def setup_resume(c, resume):
@@ -283,6 +336,9 @@ def run_description(dataset_name, cfg, opts, user, resumed):
     if opts.cond_sampling != 'data':
         desc += '-condbalanced' if opts.cond_sampling == 'balanced' else '-condmarginal'
     desc += f'-clinical{opts.clinical_weight:g}' if opts.clinical_loss is not None else ''
+    desc += f'-dp{opts.dp_mode.replace("full", "")}' if opts.dp else ''
+    if opts.dp and opts.dp_epsilon is not None and opts.dp_mode != 'clip-only':
+        desc += f'-eps{opts.dp_epsilon:g}'
     desc += ('-mirror' if opts.mirror else '') + f'-{cfg}' + (f'{opts.gpus:d}' if cfg == 'auto' else '')
     desc += ''.join(fmt.format(user[key]) for key, fmt in DESC_PARTS if key in user)
     desc += '-resumecustom' if resumed else ''

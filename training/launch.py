@@ -66,6 +66,7 @@ Number of images:   {data.max_size}
 Image resolution:   {data.resolution}
 Conditional model:  {data.use_labels}
 Dataset x-flips:    {data.xflip}
+Privacy:            {c.get('D_step_kwargs', {}).get('privacy', {}).get('summary', 'no DP')}
 """)
     if dry_run:
         print('Dry run; exiting.')

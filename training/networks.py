@@ -35,11 +35,12 @@ def check_resolution(resolution, minimum=4):
 
 
 # ----------------------------------------------------------------------------
-# Dtype of one block: fp16 only when asked for and the tensors live on a CUDA device.
+# Dtype of one block: fp16 only when asked for and the tensors live on a CUDA device; else full precision,
+# which is the weights' dtype (float32, or float64 in exactness tests).
 
 
-def _block_dtype(use_fp16, force_fp32, device):
-    return torch.float16 if use_fp16 and not force_fp32 and device.type == 'cuda' else torch.float32
+def _block_dtype(use_fp16, force_fp32, device, full=torch.float32):
+    return torch.float16 if use_fp16 and not force_fp32 and device.type == 'cuda' else full
 
 
 # ----------------------------------------------------------------------------
@@ -273,13 +274,13 @@ class MappingNetwork(torch.nn.Module):
 
     def _embed_inputs(self, z, c):
         # Each input is normalised on its own so neither dominates the concatenation.
-        parts = []
+        parts, dtype = [], self.fc0.weight.dtype
         if self.z_dim > 0:
             misc.assert_shape(z, [None, self.z_dim])
-            parts.append(normalize_2nd_moment(z.to(torch.float32)))
+            parts.append(normalize_2nd_moment(z.to(dtype)))
         if self.c_dim > 0:
             misc.assert_shape(c, [None, self.c_dim])
-            parts.append(normalize_2nd_moment(self.embed(c.to(torch.float32))))
+            parts.append(normalize_2nd_moment(self.embed(c.to(dtype))))
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     def _truncate(self, x, truncation_psi, truncation_cutoff):
@@ -640,7 +641,7 @@ class DiscriminatorBlock(torch.nn.Module):
 
     def forward(self, x, img, force_fp32=False):
         device = x.device if x is not None else img.device
-        dtype = _block_dtype(self.use_fp16, force_fp32, device)
+        dtype = _block_dtype(self.use_fp16, force_fp32, device, full=self.conv0.weight.dtype)
         channels_last = self.channels_last and dtype == torch.float16
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
@@ -729,10 +730,11 @@ class DiscriminatorEpilogue(torch.nn.Module):
 
     def forward(self, x, img, cmap, force_fp32=False):
         misc.assert_shape(x, [None, self.in_channels, self.resolution, self.resolution])
-        x = x.to(dtype=torch.float32, memory_format=torch.contiguous_format)
+        dtype = self.fc.weight.dtype
+        x = x.to(dtype=dtype, memory_format=torch.contiguous_format)
         if self.architecture == 'skip':
             misc.assert_shape(img, [None, self.img_channels, self.resolution, self.resolution])
-            x = x + self.fromrgb(img.to(dtype=torch.float32, memory_format=torch.contiguous_format))
+            x = x + self.fromrgb(img.to(dtype=dtype, memory_format=torch.contiguous_format))
         if self.mbstd is not None:
             x = self.mbstd(x)
         x = self.conv(x)
@@ -741,7 +743,7 @@ class DiscriminatorEpilogue(torch.nn.Module):
         if self.cmap_dim > 0:  # Projection discriminator (Miyato & Koyama 2018).
             misc.assert_shape(cmap, [None, self.cmap_dim])
             x = (x * cmap).sum(dim=1, keepdim=True) * (1 / np.sqrt(self.cmap_dim))
-        assert x.dtype == torch.float32
+        assert x.dtype == dtype
         return x
 
 

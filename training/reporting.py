@@ -32,7 +32,7 @@ def print_dataset_summary(training_set, policy):
 def setup_reporting(opts, training_set, policy, nets, device, progress):
     report = dnnlib.EasyDict(start_time=time.time(), tick_start_time=time.time(), maintenance_time=0.0)
     report.stats_collector = training_stats.Collector(regex='.*')
-    report.loss_collector = training_stats.Collector(regex=r'Loss/(G|D)/loss')
+    report.loss_collector = training_stats.Collector(regex=r'Loss/(G|D)/loss|Loss/D/fake|Privacy/epsilon')
     report.guard_collector = training_stats.Collector(regex=r'Loss/(G|D)/.*')
     report.stats_jsonl = report.stats_tfevents = report.grid = None
     report.metrics = build_metrics(opts.metrics)
@@ -128,8 +128,8 @@ def maybe_report(report, opts, nets, progress, device):
         f'gpumem {training_stats.report0("Resources/peak_gpu_mem_gb", gpu_mem_gb(device)):<6.2f}',
         f'augment {training_stats.report0("Progress/augment", p):.3f}',
         f'G {report.loss_collector.mean("Loss/G/loss"):<7.3f}',
-        f'D {report.loss_collector.mean("Loss/D/loss"):.3f}',
     ]  # fmt: skip
+    fields += private_fields(report.loss_collector)
     training_stats.report0('Timing/total_hours', total_sec / 3600)
     if opts.rank == 0:
         print(' '.join(fields), flush=True)
@@ -141,6 +141,13 @@ def maybe_report(report, opts, nets, progress, device):
             print('\nAborting...')
         return True
     return False
+
+
+def private_fields(collector):
+    """D's loss, or under DP-SGD its fake half (the real half reads private data) and the epsilon spent."""
+    if collector.num('Loss/D/loss') or not collector.num('Loss/D/fake'):
+        return [f'D {collector.mean("Loss/D/loss"):.3f}']
+    return [f'D(fake) {collector.mean("Loss/D/fake"):.3f}', f'epsilon {collector.mean("Privacy/epsilon"):.3f}']
 
 
 def cpu_mem_gb():
@@ -217,6 +224,8 @@ def maybe_evaluate_metrics(report, opts, snapshot, device):
         if opts.rank == 0:
             snapshot_pkl = os.path.basename(snapshot['pkl'])
             line = dict(results=results, metric=name, snapshot_pkl=snapshot_pkl, timestamp=time.time())
+            if opts.is_private:  # Asked for under DP: these read real training images outside DP-SGD.
+                line['private'] = False
             print(json.dumps(line))
             with open(os.path.join(opts.run_dir, f'metric-{name}.jsonl'), 'a') as f:
                 f.write(json.dumps(line) + '\n')

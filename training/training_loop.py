@@ -96,7 +96,8 @@ def training_loop(
     broadcast_networks(nets, num_gpus)
     loss, phases = setup_phases(opts, nets, device)
     progress = checkpoint.restore_training_state(state, opts, nets, loss, phases)
-    data_iter = setup_data_iterator(opts, training_set, device, start=progress.cur_nimg // num_gpus)
+    start = progress.cur_nimg // num_gpus
+    data_iter = None if policy.is_private else setup_data_iterator(opts, training_set, device, start)
     report = reporting.setup_reporting(opts, training_set, policy, nets, device, progress)
     num_phases, z_dim = len(phases), nets.G.z_dim
 
@@ -112,10 +113,13 @@ def training_loop(
         if policy.reads_real_signs:
             maybe_update_ada(nets.augment_pipe, loss, opts, progress.batch_idx)
 
-        done = progress.cur_nimg >= total_kimg * 1000
+        stop_reason = next((p.step.stop_reason for p in phases if getattr(p.step, 'stop_reason', None)), None)
+        done = progress.cur_nimg >= total_kimg * 1000 or stop_reason is not None
         tick_end_nimg = progress.tick_start_nimg + kimg_per_tick * 1000
         if not done and progress.cur_tick != 0 and progress.cur_nimg < tick_end_nimg:
             continue
+        for phase in phases:  # Per-tick statistics of a phase step (e.g. DP-SGD's epsilon so far).
+            getattr(phase.step, 'report_tick', lambda: None)()
         done = reporting.maybe_report(report, opts, nets, progress, device) or done
         if guard_nonfinite:
             reporting.check_finite(report, nets, progress)
@@ -129,7 +133,8 @@ def training_loop(
     if num_gpus > 1:
         reporting.report_rank_hashes(nets, rank)
     if rank == 0:
-        print('\nExiting...')
+        stopped_early = stop_reason is not None and progress.cur_nimg < total_kimg * 1000
+        print(f'\nStopped early: {stop_reason}.' if stopped_early else '\nExiting...')
     reporting.close_reporting(report)
 
 
@@ -212,10 +217,13 @@ def setup_data_iterator(opts, training_set, device, start):
 
 
 def fetch_batch(data_iter, training_set, policy, opts, device, num_phases, z_dim):
-    real_img, real_c = next(data_iter)
-    real_img = (real_img.to(device).to(torch.float32) / 127.5 - 1).split(opts.batch_gpu)
-    real_c = real_c.to(device).split(opts.batch_gpu)
     batch_rank = opts.batch_size // opts.num_gpus
+    if data_iter is None:  # Private mode: only D's step reads real images (it samples them itself).
+        real_img = real_c = [None] * (batch_rank // opts.batch_gpu)
+    else:
+        real_img, real_c = next(data_iter)
+        real_img = (real_img.to(device).to(torch.float32) / 127.5 - 1).split(opts.batch_gpu)
+        real_c = real_c.to(device).split(opts.batch_gpu)
     gen_z = torch.randn([num_phases, batch_rank, z_dim], device=device)
     gen_c = policy.sample_fake_labels(training_set, num_phases * batch_rank)
     gen_c = torch.from_numpy(gen_c).to(device).reshape(num_phases, batch_rank, training_set.label_dim)

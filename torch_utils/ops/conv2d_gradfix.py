@@ -13,6 +13,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from torch_utils import misc
+
 # ----------------------------------------------------------------------------
 # Module flags. `enabled` routes grad-requiring calls through the custom autograd; when False, calls go
 # straight to torch.nn.functional (and no_weight_gradients() has no effect).
@@ -65,7 +67,7 @@ def conv_transpose2d(
 
 
 def _use_custom_op(*tensors) -> bool:
-    if not enabled or not torch.is_grad_enabled():
+    if not enabled or not torch.is_grad_enabled() or misc.functorch_transform_active():
         return False
     return any(t is not None and t.requires_grad for t in tensors)
 

@@ -2,6 +2,8 @@
 
 import torch
 
+from torch_utils import misc
+
 # ----------------------------------------------------------------------------
 # Public entry point (upstream signature).
 
@@ -13,6 +15,8 @@ def fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         >>> fma(torch.ones(2, 1), torch.full([3], 2.0), torch.zeros([])).shape
         torch.Size([2, 3])
     """
+    if misc.functorch_transform_active():
+        return torch.addcmul(c, a, b)
     return _FusedMultiplyAdd.apply(a, b, c)
 
 
