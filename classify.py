@@ -4,6 +4,7 @@ Examples:
     python classify.py train --data phantom-train.zip --outdir runs/clf-real
     python classify.py train --synthetic snap.pkl --num 2000 --outdir runs/clf-synth      # synthetic only
     python classify.py train --data real.zip --synthetic snap.pkl --num 500 --outdir runs/clf-mix
+    python classify.py train --data phantom-train.zip --dp --dp-epsilon 10 --outdir runs/clf-dp      # DP-SGD
     python classify.py eval --classifier runs/clf-real/classifier.pkl --data phantom-test.zip --outdir runs/eval
     python classify.py compare --data phantom-test.zip runs/clf-real/classifier.pkl runs/clf-synth/classifier.pkl
 """
@@ -15,7 +16,7 @@ import click
 
 import dnnlib
 from cli_utils import finite_float, resolve_device, user_errors
-from clinical import classifier_report
+from clinical import classifier_report, dp
 from clinical.classifier import ARCHS
 from clinical.classifier_data import assemble_training_set
 from clinical.classifier_training import fit_and_save
@@ -114,6 +115,14 @@ def main():
 @click.option('--init', 'init_weights', metavar='FILE', help='Start from these weights (.pkl, .pt, .safetensors)')
 @click.option('--seed', type=click.IntRange(min=0), metavar='INT', default=0, show_default=True, help='Random seed')
 @click.option('--overwrite', is_flag=True, help='Replace an existing classifier.pkl in --outdir')
+@click.option('--dp', 'use_dp', is_flag=True, help='DP-SGD (no validation split or epoch choice; see train.py --dp)')
+@click.option('--dp-epsilon', type=finite_float(0, min_open=True), metavar='FLOAT', help='Budget: sigma spends it')
+@click.option('--dp-delta', type=finite_float(0, 1, True, True), metavar='FLOAT', help='Delta [default: 0.1/N]')
+@click.option('--dp-noise', type=finite_float(0), metavar='FLOAT', help='Noise multiplier instead of --dp-epsilon')
+@click.option('--dp-clip', type=finite_float(0, min_open=True), default=1.0, show_default=True, metavar='FLOAT',
+              help='Per-sample gradient norm bound C')  # fmt: skip
+@click.option('--dp-accountant', type=click.Choice(dp.ACCOUNTANTS), default='prv', show_default=True, help='Accountant')
+@click.option('--dp-mode', type=click.Choice(dp.MODES), default='full', show_default=True, help='Ablation arm')
 @device_option
 def train(data, synthetic, num, prior, trunc, classes, outdir, overwrite, seed, val_fraction, device, **kwargs):
     """Train a classifier; the best epoch is chosen on a validation split taken (patient-aware) from the data.
@@ -133,11 +142,36 @@ def train(data, synthetic, num, prior, trunc, classes, outdir, overwrite, seed, 
     counts = ', '.join(f'{name} {count}' for name, count in zip(image_set.class_names, image_set.class_counts()))
     click.echo(f'Training on {len(image_set)} images ({counts}) from {image_set.description}')
     kwargs['batch_size'] = kwargs.pop('batch')
+    dp_flags = {key: kwargs.pop(key) for key in list(kwargs) if key.startswith('dp_') or key == 'use_dp'}
     with user_errors():
-        meta = fit_and_save(image_set, outdir, val_fraction=val_fraction, seed=seed, device=device, **kwargs)
+        privacy = plan_classifier_privacy(image_set, kwargs['batch_size'], kwargs['epochs'], **dp_flags)
+        if privacy is not None:
+            click.echo(dp.describe_plan(privacy))
+        meta = fit_and_save(image_set, outdir, val_fraction=val_fraction, seed=seed, device=device, privacy=privacy,
+                            **kwargs)  # fmt: skip
+    if privacy is not None:
+        click.echo(f'Privacy: {dp.describe_release(meta["dp"])}; wrote {outdir}/classifier.pkl')
+        return
     click.echo(
         f'Best validation AUC {meta["val_auc"]:.4f} ({meta["split"]["val"]} images); wrote {outdir}/classifier.pkl'
     )
+
+
+def plan_classifier_privacy(image_set, batch_size, epochs, use_dp, **flags):
+    """The DP-SGD plan for --dp (one unit per patient when the data has patient groups), else None."""
+    options = {key[len('dp_') :]: value for key, value in flags.items()}
+    if not use_dp:
+        given = [key for key, value in options.items() if value is not None and key in ('epsilon', 'delta', 'noise')]
+        if given:
+            raise dnnlib.UserError('needs --dp', param=f'--dp-{given[0]}')
+        return None
+    num_units = len(set(image_set.groups))
+    steps = epochs * -(-len(image_set) // batch_size)
+    unit = 'patient' if num_units < len(image_set) else 'image'
+    try:
+        return dp.plan_privacy(num_units, len(image_set), batch_size, steps, unit=unit, **options)
+    except ValueError as err:
+        raise dnnlib.UserError(str(err)) from None
 
 
 @main.command('eval')

@@ -1,5 +1,9 @@
 """Training a radiograph classifier: class-balanced loss, light augmentation, AdamW with a one-cycle schedule,
 and the best epoch chosen on the validation split only (never on a test set).
+
+With `privacy` (a clinical.dp plan; classify.py train --dp) it is DP-SGD instead: Poisson-sampled patients,
+per-sample clipping and noise, no class weights, no validation split and no epoch choice (each would read the
+private images outside DP-SGD): the last epoch's weights, trained on every image given.
 """
 
 import copy
@@ -11,7 +15,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from clinical import evaluation
+from clinical import dp, evaluation
 from clinical.classifier import (
     RadiographClassifier,
     load_weights,
@@ -102,6 +106,7 @@ def train_classifier(
     label_schema: str | None = None,
     init_weights: str | None = None,  # Starting weights (see clinical.classifier.load_weights); None = random.
     progress: bool = True,
+    privacy: dict | None = None,  # A clinical.dp.plan_privacy plan: DP-SGD (then val_set is None).
 ) -> tuple[RadiographClassifier, list[dict]]:
     """(the classifier at its best validation epoch, per-epoch history [{epoch, loss, val_auc}])."""
     kind = train_set.kind
@@ -113,6 +118,8 @@ def train_classifier(
         load_weights(net, init_weights)
     net = net.to(device).train()
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    if privacy is not None:
+        return _train_private(net, train_set, optimizer, privacy, epochs, xflip, seed, device, progress)
     steps_per_epoch = max(1, len(train_set) // batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * steps_per_epoch)
     weights = class_weights(train_set.labels, kind).to(device)
@@ -149,6 +156,43 @@ def _train_epoch(net, train_set, optimizer, schedule, weights, generator, batch_
     return float(np.mean(losses))
 
 
+def _train_private(net, train_set, optimizer, plan, epochs, xflip, seed, device, progress):
+    steps_per_epoch = -(-plan['planned_steps'] // epochs)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, optimizer.defaults['lr'], total_steps=plan['planned_steps']
+    )
+    dp_optimizer = dp.make_dp_optimizer(optimizer, plan)
+    units = dp.UnitSampler(len(train_set), train_set.groups if plan['unit'] == 'patient' else None, plan['sample_rate'])
+    generator, history = torch.Generator().manual_seed(seed), []
+    params = dict(net.named_parameters())
+    bar = tqdm(range(epochs), unit='epoch', desc='DP classifier', disable=None if progress else True)
+    for epoch in bar:
+        losses = []
+        for _ in range(min(steps_per_epoch, plan['planned_steps'] - epoch * steps_per_epoch)):
+            items, rows = units.sample()
+            images = torch.from_numpy(train_set.images[items]).to(device).to(torch.float32) / 127.5 - 1
+            targets = targets_from_labels(torch.from_numpy(train_set.labels[items]).to(device), net.kind)
+            grads, sample_losses = dp.per_sample_gradients(
+                net, _private_loss(net.kind), augment(images, generator, xflip), targets, has_aux=True
+            )
+            grads = dp.sum_by_unit(grads, torch.from_numpy(rows).to(device), int(rows.max(initial=-1)) + 1)
+            dp.take_dp_step(dp_optimizer, params, grads)
+            if schedule.last_epoch + 1 < schedule.total_steps:
+                schedule.step()
+            losses += sample_losses.tolist()
+        history.append(dict(epoch=epoch + 1, loss=float(np.mean(losses)) if losses else float('nan')))
+        bar.set_postfix(loss=f'{history[-1]["loss"]:.3f}')
+    return net.eval(), history
+
+
+def _private_loss(kind):
+    def sample_loss(forward, image, target):
+        loss = per_sample_loss(forward(image[None]), target[None], kind)[0]
+        return loss, loss.detach()
+
+    return sample_loss
+
+
 # ----------------------------------------------------------------------------
 # One whole run: split, train, choose the operating threshold on validation, save the pickle with metadata.
 
@@ -157,23 +201,33 @@ def _youden_threshold(val_set: ImageSet, scores: np.ndarray) -> float:
     return evaluation.operating_point(val_set.labels[:, 1], scores, 'youden')['threshold']
 
 
-def fit_and_save(image_set: ImageSet, outdir: str, *, val_fraction=0.15, seed=0, **train_kwargs):
-    """Train on `image_set` (validation taken from it) and write `outdir/classifier.pkl`; returns its metadata."""
-    train_idx, val_idx = split_validation(image_set, val_fraction, seed)
-    train_set, val_set = image_set.subset(train_idx), image_set.subset(val_idx)
+def fit_and_save(image_set: ImageSet, outdir: str, *, val_fraction=0.15, seed=0, privacy=None, **train_kwargs):
+    """Train on `image_set` (validation taken from it, unless DP) and write `outdir/classifier.pkl`; returns its
+    metadata. `privacy`: a clinical.dp plan for DP-SGD (metadata['dp'] then holds the release record)."""
+    if privacy is None:
+        train_idx, val_idx = split_validation(image_set, val_fraction, seed)
+        train_set, val_set = image_set.subset(train_idx), image_set.subset(val_idx)
+    else:
+        train_set, val_set = image_set, None
     label_schema = image_set.label_schema
-    net, history = train_classifier(train_set, val_set, seed=seed, label_schema=label_schema, **train_kwargs)
-    val_scores = predict(net, val_set.images, device=train_kwargs.get('device', 'cpu'))
+    net, history = train_classifier(
+        train_set, val_set, seed=seed, label_schema=label_schema, privacy=privacy, **train_kwargs
+    )
     metadata = dict(
         kind=net.kind, class_names=net.class_names, label_schema=label_schema, resolution=net.resolution,
         train_data=dict(description=image_set.description, fingerprint=image_set.fingerprint(),
                         num_images=len(image_set), class_counts=image_set.class_counts().tolist()),
-        split=dict(train=len(train_set), val=len(val_set), val_groups=len(set(val_set.groups)), seed=seed),
-        val_auc=max((h['val_auc'] for h in history if np.isfinite(h['val_auc'])), default=None), history=history,
-        seed=seed,
-        val_threshold=_youden_threshold(val_set, val_scores) if net.kind == 'binary' else None,
-        train_kwargs={key: value for key, value in train_kwargs.items() if key != 'device'},
+        split=dict(train=len(train_set), val=0, val_groups=0, seed=seed), val_auc=None, val_threshold=None,
+        history=history, seed=seed, train_kwargs={key: value for key, value in train_kwargs.items() if key != 'device'},
+        dp=None if privacy is None else dp.release_record(privacy, privacy['planned_steps']),
     )  # fmt: skip
+    if val_set is not None:
+        val_scores = predict(net, val_set.images, device=train_kwargs.get('device', 'cpu'))
+        metadata.update(
+            split=dict(train=len(train_set), val=len(val_set), val_groups=len(set(val_set.groups)), seed=seed),
+            val_auc=max((h['val_auc'] for h in history if np.isfinite(h['val_auc'])), default=None),
+            val_threshold=_youden_threshold(val_set, val_scores) if net.kind == 'binary' else None,
+        )
     os.makedirs(outdir, exist_ok=True)
     save_classifier(os.path.join(outdir, 'classifier.pkl'), net, metadata)
     return metadata

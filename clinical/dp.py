@@ -13,6 +13,7 @@ Modes (the ablation arms, --dp-mode):
 """
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -42,7 +43,10 @@ def epsilon_of(history, delta: float, accountant: str = 'prv') -> float:
         return math.inf
     counter = create_accountant(accountant)
     counter.history = history
-    return float(counter.get_epsilon(delta))
+    # RDP warns "optimal order is the largest alpha" on large budgets: the bound is still valid.
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='Optimal order')
+        return float(counter.get_epsilon(delta))
 
 
 def default_delta(num_units: int) -> float:
@@ -124,6 +128,8 @@ def describe_plan(plan: dict) -> str:
         f'delta {plan["delta"]:.3g}', f'{plan["planned_steps"]} steps', f'{plan["num_units"]} {plan["unit"]}s',
         f'planned epsilon {plan["planned_epsilon"]:.3f} ({plan["accountant"]})',
     ]  # fmt: skip
+    if plan['composed_with']:
+        parts.append(f'composed with {len(plan["composed_with"])} earlier DP training(s)')
     if plan['max_steps'] is not None and plan['max_steps'] < plan['planned_steps']:
         parts.append(f'budget {plan["target_epsilon"]:g} stops training after {plan["max_steps"]} steps')
     return 'DP-SGD: ' + ', '.join(parts)
@@ -172,7 +178,8 @@ def per_sample_gradients(module, sample_loss, *batch, chunk_size=None, has_aux=F
         grads = {name: p.new_zeros([0, *p.shape]) for name, p in params.items()}
         return (grads, batch[0].new_zeros([0])) if has_aux else grads
     in_dims = (None,) + (0,) * len(batch)
-    return vmap(grad(loss, has_aux=has_aux), in_dims=in_dims, chunk_size=chunk_size)(params, *batch)
+    per_sample = vmap(grad(loss, has_aux=has_aux), in_dims=in_dims, chunk_size=chunk_size, randomness='different')
+    return per_sample(params, *batch)
 
 
 def sum_by_unit(grads: dict, unit_index: torch.Tensor, num_units: int) -> dict:

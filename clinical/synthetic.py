@@ -6,6 +6,7 @@ and truncation chosen by the caller) for synthetic-learning experiments. Images 
 import numpy as np
 import torch
 
+from clinical.dp import describe_release
 from training import checkpoint, release
 from training.sampling import generate_images
 
@@ -24,11 +25,15 @@ def load_network(network: str, device: torch.device, param: str = '--network', v
         if verbose:
             print(f'Loading generator from release "{network}" (safetensors)...')
         G, config = release.load_release(network, device, param=param)
-        return G, config.class_names
+        info = dict(class_names=config.class_names, dp=config.get('dp'))
+    else:
+        if verbose:
+            print(f'Loading networks from snapshot "{network}" (pickle: trusted sources only)...')
+        data = checkpoint.load_snapshot(network, param=param)
+        G, info = data['G_ema'].eval().requires_grad_(False).to(device), release.snapshot_info(data)
     if verbose:
-        print(f'Loading networks from snapshot "{network}" (pickle: trusted sources only)...')
-    data = checkpoint.load_snapshot(network, param=param)
-    return data['G_ema'].eval().requires_grad_(False).to(device), release.snapshot_info(data)['class_names']
+        print(f'Privacy: {describe_release(info["dp"])}')
+    return G, info['class_names']
 
 
 # ----------------------------------------------------------------------------

@@ -106,7 +106,7 @@ def test_generate_cli_reads_a_release(snapshot, release_file, tmp_path):
 def test_dp_record_is_carried_and_overwrite_replaces(snapshot, tmp_path):
     data = checkpoint.load_snapshot(snapshot)
     dp = dict(noise_multiplier=1.1, max_grad_norm=1.0, delta=1e-5, epsilon=np.float64(8.5), steps=(1, 2))
-    data['resume_state'] = dict(data['resume_state'], dp=dp)
+    data['privacy'] = dp
     dest = str(tmp_path / 'dp.safetensors')
     release.save_release(data['G_ema'], release.snapshot_info(data), dest)
     _G, config = release.load_release(dest)

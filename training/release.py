@@ -47,14 +47,12 @@ def is_release(path: str) -> bool:
 def snapshot_info(data: dict) -> dict:
     """class_names and label_schema (stored with the snapshot, else from the training set's dataset.json) and dp.
 
-    The DP record is the snapshot's `dp` key or its resume_state's; None when the run was not private.
+    dp is the snapshot's DP-SGD release record (its `privacy` key: epsilon, delta, sigma, ...); None without DP.
     """
     labels = data.get('dataset_info') or {}
     if labels.get('class_names') is None:
         labels = _training_set_metadata(data)
-    dp = data.get('dp')
-    if dp is None:
-        dp = (data.get('resume_state') or {}).get('dp')
+    dp = data.get('privacy')
     class_names = labels.get('class_names')
     return dict(
         class_names=list(class_names) if class_names is not None else None,
