@@ -135,6 +135,9 @@ def train(data, synthetic, num, prior, trunc, classes, outdir, overwrite, seed, 
     """
     check_outdir(outdir, overwrite, 'classifier.pkl')
     device = resolve_device(device)
+    if kwargs['use_dp'] and synthetic is not None:
+        raise click.BadParameter('DP-SGD protects real images; synthetic ones carry their generator\'s privacy',
+                                 param_hint='--dp')  # fmt: skip
     if kwargs['init_weights'] is not None and not os.path.isfile(kwargs['init_weights']):
         raise click.BadParameter(f'{kwargs["init_weights"]}: no such file', param_hint='--init')
     with user_errors():
@@ -188,7 +191,7 @@ def evaluate(classifier_pkl, data, outdir, operating_point, bootstrap, seed, dev
     """AUC with a bootstrap 95% CI, sensitivity/specificity at an operating point, per-class and macro AUC.
 
     \b
-    --operating-point  val (the threshold chosen on the validation split: honest), youden,
+    --operating-point  val (the threshold chosen on the validation split: honest; 0.5 without one), youden,
                        sensitivity=0.9, specificity=0.9 or threshold=0.5 (the last three on the test set).
     """
     check_outdir(outdir, True, 'eval.json')

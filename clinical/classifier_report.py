@@ -63,11 +63,9 @@ def evaluate(
 
 def _binary_report(y_true, scores, meta, rule, n_boot, seed) -> dict:
     report = evaluation.auc_with_ci(y_true, scores, n_boot=n_boot, seed=seed)
-    if rule == 'val':
+    if rule == 'val':  # A classifier trained without a validation split (DP-SGD) keeps its own decision, 0.5.
         threshold = meta.get('val_threshold')
-        if threshold is None:
-            raise dnnlib.UserError('the classifier has no validation threshold; give a rule', param='--operating-point')
-        rule = f'threshold={threshold}'
+        rule = f'threshold={0.5 if threshold is None else threshold}'
     try:
         report['operating_point'] = evaluation.operating_point(y_true, scores, rule)
     except ValueError as err:

@@ -12,6 +12,7 @@ Modes (the ablation arms, --dp-mode):
     noise-only  the full arm's noise N(0, (sigma C)^2) on the unclipped sum: not DP (unbounded sensitivity).
 """
 
+import contextlib
 import math
 import warnings
 
@@ -43,10 +44,16 @@ def epsilon_of(history, delta: float, accountant: str = 'prv') -> float:
         return math.inf
     counter = create_accountant(accountant)
     counter.history = history
-    # RDP warns "optimal order is the largest alpha" on large budgets: the bound is still valid.
+    with _valid_rdp_bound():
+        return float(counter.get_epsilon(delta))
+
+
+@contextlib.contextmanager
+def _valid_rdp_bound():
+    """Silences RDP's "optimal order is the largest alpha" on large budgets: the bound is loose but valid."""
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='Optimal order')
-        return float(counter.get_epsilon(delta))
+        yield
 
 
 def default_delta(num_units: int) -> float:
@@ -56,8 +63,11 @@ def default_delta(num_units: int) -> float:
 def noise_for_budget(epsilon, delta, q, steps, accountant, prior=()) -> float:
     """Smallest sigma (within opacus' tolerance) whose history, composed with `prior`, stays within epsilon."""
     if not prior:
-        return float(get_noise_multiplier(
-            target_epsilon=epsilon, target_delta=delta, sample_rate=q, steps=steps, accountant=accountant))  # fmt: skip
+        with _valid_rdp_bound():
+            sigma = get_noise_multiplier(
+                target_epsilon=epsilon, target_delta=delta, sample_rate=q, steps=steps, accountant=accountant
+            )
+        return float(sigma)
     if epsilon_of(prior, delta, accountant) >= epsilon:
         raise ValueError(f'the earlier DP training already spends epsilon {epsilon_of(prior, delta, accountant):.3g} '
                          f'of the {epsilon:g} budget')  # fmt: skip

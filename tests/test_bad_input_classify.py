@@ -65,6 +65,10 @@ CASES = {
     'eval-missing': (['eval', '--classifier={tmp}/none.pkl', '--data={data}'], 'cannot load classifier'),
     'eval-other-classes': (['eval', '--classifier={binary}', '--data={three}'], 'predicts normal, abnormal'),
     'eval-bad-rule': ([*EVAL, '--operating-point=magic'], 'magic'),
+    'dp-with-synthetic': ([*TRAIN, '--dp', '--dp-noise=1', '--synthetic={tmp}/snap.pkl', '--num=4'], 'protects real'),
+    'dp-no-budget': ([*TRAIN, '--dp'], '--dp-epsilon or a noise multiplier'),
+    'dp-epsilon-without-dp': ([*TRAIN, '--dp-epsilon=3'], '--dp-epsilon: needs --dp'),
+    'dp-epsilon-negative': ([*TRAIN, '--dp', '--dp-epsilon=-3'], '--dp-epsilon'),
     'compare-multiclass': (['compare', '--data={three}', '{multi}', '{multi}'], 'binary classifiers'),
 }
 

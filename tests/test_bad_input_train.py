@@ -122,6 +122,21 @@ CASES = {
     'cond-sampling nan': (['--cond=1', '--cond-sampling=nan,1'], 'finite non-negative'),
     'cond-sampling all zero': (['--cond=1', '--cond-sampling=0,0'], 'at least one positive weight'),
     'cond-sampling unknown word': (['--cond=1', '--cond-sampling=uniform'], 'expected data, balanced'),
+    'dp with ada': (['--dp=1', '--aug=ada'], '--aug: ADA'),
+    'dp with data labels': (['--dp=1', '--cond=1', '--cond-sampling=data'], 'cannot follow the private labels'),
+    'dp with two ranks': (['--dp=1', '--gpus=2', '--device=cpu'], '--gpus: DP-SGD runs in one process'),
+    'dp with mirror': (['--dp=1', '--mirror=1'], '--mirror: flipped copies'),
+    'dp-epsilon without dp': (['--dp-epsilon=5'], '--dp-epsilon: needs --dp=1'),
+    'dp-noise without dp': (['--dp-noise=1'], '--dp-noise: needs --dp=1'),
+    'dp no budget': (['--dp=1'], 'epsilon'),
+    'dp-epsilon negative': (['--dp=1', '--dp-epsilon=-1'], '--dp-epsilon: -1.0 is not in the range'),
+    'dp-epsilon spent at once': (['--dp=1', '--dp-noise=0.01', '--dp-epsilon=0.1'], 'spent before the first step'),
+    'dp-delta too large': (['--dp=1', '--dp-noise=1', '--dp-delta=1.5'], 'delta'),
+    'dp clinical classifier not private': (
+        ['--data={named}', '--cond=1', '--dp=1', '--dp-noise=1', '--clinical-loss={root}/clf.pkl'],
+        'was not trained with DP',
+    ),
+    'clinical-public without loss': (['--clinical-public=1'], '--clinical-public: needs --clinical-loss'),
 }
 
 

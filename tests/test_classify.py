@@ -122,3 +122,17 @@ def test_multiclass_eval_reports_per_class_and_macro_auc(tiny_dataset, tmp_path)
 def test_classifier_pickle_holds_only_the_network_and_metadata(phantom):
     data = pickle.loads(open(phantom['resnet'], 'rb').read())
     assert set(data) == {'classifier', 'metadata'} and os.path.getsize(phantom['resnet']) < 2_000_000
+
+
+def test_dp_classifier_states_its_epsilon_and_evaluates_at_its_own_threshold(phantom):
+    out = phantom['root'] / 'dp'
+    output = _run(classify.main, ['train', '--data', phantom['train'], '--outdir', out, '--arch', 'vgg', '--epochs', 1,
+                                  '--resolution', 32, '--dp', '--dp-epsilon', 4, '--dp-accountant', 'rdp'])  # fmt: skip
+    _net, meta = load_classifier(str(out / 'classifier.pkl'))
+    record = meta['dp']
+    assert record['dp'] and record['accountant'] == 'rdp' and record['unit'] == 'image' and record['steps'] == 10
+    assert 3.9 < record['epsilon'] <= 4.0 and record['sample_rate'] == pytest.approx(64 / 600)
+    assert meta['val_auc'] is None and meta['split']['val'] == 0  # No validation split: all data is spent once.
+    assert f'Privacy: epsilon {record["epsilon"]:.3f}' in output
+    _run(classify.main, ['eval', '--classifier', out / 'classifier.pkl', '--data', phantom['test'], '--outdir', out])
+    assert json.loads((out / 'eval.json').read_text())['operating_point']['threshold'] == 0.5

@@ -87,6 +87,17 @@ def test_dry_run_writes_nothing(tmp_path, data):
     assert not os.path.exists(tmp_path / 'out')
 
 
+def test_dp_dry_run_prints_the_privacy_plan(tmp_path, data):
+    args = [f'--outdir={tmp_path / "out"}', f'--data={data["labelled"]}', '--cond=1', *TINY, '--kimg=0.4']
+    result = run_cli([*args, '--dry-run', '--dp=1', '--dp-epsilon=8', '--dp-accountant=rdp'])
+    assert result.exit_code == 0, result.output
+    privacy = re.search(r'Privacy: +DP-SGD: mode full, sigma ([\d.]+), C 1, q 0.25, delta 0.00625, 100 steps, '
+                        r'16 images, planned epsilon ([\d.]+) \(rdp\)', result.output)  # fmt: skip
+    assert privacy and float(privacy[1]) > 0 and 7.9 < float(privacy[2]) <= 8.0, result.output
+    assert '"cond_sampling": "balanced"' in result.output and '"mbstd_num_channels": 0' in result.output
+    assert not os.path.exists(tmp_path / 'out')
+
+
 # ----------------------------------------------------------------------------
 # A conditional ADA run over several ticks.
 

@@ -103,7 +103,7 @@ def setup_training_config(cfg: str = 'auto', **opts) -> dnnlib.EasyDict:
         raise TypeError(f'setup_training_config: unknown option(s) {", ".join(sorted(unknown))}')
     user = {key: value for key, value in opts.items() if value is not None}
     opts = dnnlib.EasyDict(OPTION_DEFAULTS, **user)
-    if opts.dp and 'cond_sampling' not in user:
+    if opts.dp and opts.cond and 'cond_sampling' not in user:
         opts.cond_sampling = 'balanced'  # Private labels never drive the fake labels.
     opts.gpus = distributed.torchrun_world_size() or opts.gpus  # Under torchrun, ranks of every node.
     if opts.gpus & (opts.gpus - 1) != 0:
@@ -293,9 +293,10 @@ def setup_privacy(c, opts, training_set):
         raise dnnlib.UserError('DP-SGD runs in one process', param='--gpus')
     if opts.mirror:
         raise dnnlib.UserError('flipped copies would be extra private units; flip in --augpipe', param='--mirror')
-    if c.cond_sampling == 'data':
+    if opts.cond and c.cond_sampling == 'data':
         raise dnnlib.UserError('under --dp fake labels cannot follow the private labels; use balanced or P1,P2,...',
                                param='--cond-sampling')  # fmt: skip
+    c.cond_sampling = c.cond_sampling if opts.cond else 'balanced'  # Unconditional: no labels to draw.
     groups = training_set.groups
     unit, num_units = ('patient', len(set(groups))) if groups is not None else ('image', len(training_set))
     priors = [opts.clinical_dp_record] if opts.get('clinical_dp_record') else []

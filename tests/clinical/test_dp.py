@@ -1,5 +1,6 @@
 """DP-SGD (clinical/dp.py): exact per-sample gradients, clipping, noise, the ablation arms, accounting, and private
-runs of the training loop (epsilon in snapshots, the budget stop, exact resume, nothing else reading the data)."""
+runs of the training loop (epsilon in snapshots and generate's output, the budget stop, exact resume, nothing else
+reading the data)."""
 
 import json
 import math
@@ -13,6 +14,7 @@ from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 
 from clinical import dp
+from clinical.synthetic import load_network
 from training import training_loop as tl
 from training.data_policy import PrivateDataPolicy
 from training.networks import Discriminator
@@ -274,3 +276,10 @@ def test_private_labels_change_neither_fake_labels_nor_ada_p(tiny_dataset, tiny_
 
 
 # ----------------------------------------------------------------------------
+
+
+def test_generate_states_a_snapshots_privacy(private_run, capsys):
+    root, _data, _plan = private_run
+    record = _load(root / 'a' / 'network-snapshot-000000.032.pkl')['privacy']
+    load_network(str(root / 'a' / 'network-snapshot-000000.032.pkl'), torch.device('cpu'))
+    assert f'Privacy: epsilon {record["epsilon"]:.3f} at delta' in capsys.readouterr().out

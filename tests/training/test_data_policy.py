@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
+from clinical import dp
 from training import training_loop as tl
 from training.data_policy import OpenDataPolicy, PrivateDataPolicy, make_data_policy, parse_cond_sampling
 from training.dataset import ImageFolderDataset
@@ -39,9 +40,12 @@ def test_user_marginal_and_multi_hot(tiny_dataset, tmp_path):
 
 def test_private_run_keeps_ada_p_and_writes_no_reals(tiny_dataset, tiny_training_kwargs, tmp_path, capsys):
     data = tiny_dataset(path=tmp_path / 'd.zip')
-    kwargs = tiny_training_kwargs(
-        tmp_path / 'run', data, is_private=True, cond_sampling='balanced', augment_p=0.25, total_kimg=0.016
-    )
+    kwargs = tiny_training_kwargs(tmp_path / 'run', data, is_private=True, cond_sampling='balanced', augment_p=0.25,
+                                  D_reg_interval=None, total_kimg=0.016)  # fmt: skip
+    kwargs.D_kwargs = dict(kwargs.D_kwargs, epilogue_kwargs=dict(mbstd_num_channels=0))
+    plan = dp.plan_privacy(16, 16, 4, steps=4, noise=1.0, accountant='rdp')
+    kwargs.D_step_kwargs = dict(class_name='clinical.dp.DPDiscriminatorStep', privacy=plan,
+                                training_set_kwargs=kwargs.training_set_kwargs)  # fmt: skip
     tl.training_loop(**kwargs)
     files = os.listdir(tmp_path / 'run')
     assert 'reals.png' not in files and 'fakes_init.png' in files
