@@ -16,7 +16,7 @@ import numpy as np
 try:
     import pydicom
     from pydicom.dataset import FileMetaDataset
-    from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
+    from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing, get_decoder
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 except ImportError:  # Optional extra; read_dicom() explains what to install.
     pydicom = None
@@ -88,7 +88,7 @@ def display_pixels(ds, percentiles: tuple[float, float] = (0.5, 99.5)) -> tuple[
     try:
         stored = ds.pixel_array
     except Exception as e:  # pydicom raises many types for truncated or compressed data.
-        raise DicomReadError(f'cannot decode pixel data: {e}') from e
+        raise DicomReadError(_decode_failure(ds, e)) from e
     if stored.ndim != 2:
         raise DicomReadError(f'expected one 2-D frame, got pixel array of shape {stored.shape}')
     values = apply_modality_lut(stored, ds)
@@ -109,6 +109,21 @@ def display_pixels(ds, percentiles: tuple[float, float] = (0.5, 99.5)) -> tuple[
 
 
 # ----------------------------------------------------------------------------
+# Why Pixel Data did not decode, on one line; a compressed syntax without an installed decoder says what to install.
+
+
+def _decode_failure(ds, err: Exception) -> str:
+    syntax = ds.file_meta.get('TransferSyntaxUID') if hasattr(ds, 'file_meta') else None
+    try:
+        missing = syntax is not None and not get_decoder(syntax).is_available
+    except Exception:  # No decoder exists for this syntax: pydicom's message says so.
+        missing = False
+    if missing:
+        return f'no decoder installed for {syntax.name}, transfer syntax {syntax}; pip install -e ".[dicom]"'
+    return 'cannot decode pixel data: ' + ' '.join(str(err).split())
+
+
+# ----------------------------------------------------------------------------
 # File -> float display image.
 
 
@@ -119,7 +134,7 @@ def read_dicom(path: str) -> np.ndarray:
         DicomReadError: unreadable file or unsupported content; the message gives the reason.
     """
     if pydicom is None:
-        raise DicomReadError('pydicom is not installed (pip install "spinegan[dicom]")')
+        raise DicomReadError('pydicom is not installed (pip install -e ".[dicom]")')
     if not os.path.isfile(path):
         raise DicomReadError('file not found')
     with warnings.catch_warnings():  # pydicom warns per odd tag; failures are reported with their reason.

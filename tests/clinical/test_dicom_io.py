@@ -1,4 +1,5 @@
-"""DICOM display pipeline: polarity, VOI LUT / window / percentile paths, errors, and the VinDr tree layout."""
+"""DICOM display pipeline: polarity, VOI LUT / window / percentile paths, compressed transfer syntaxes, errors, and
+the VinDr tree layout."""
 
 import itertools
 
@@ -7,7 +8,15 @@ import pytest
 
 pydicom = pytest.importorskip('pydicom')
 from pydicom.dataset import FileMetaDataset  # noqa: E402
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
+from pydicom.encaps import encapsulate  # noqa: E402
+from pydicom.pixels import get_decoder  # noqa: E402
+from pydicom.uid import (  # noqa: E402
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    generate_uid,
+)
 
 from clinical.dicom_io import (  # noqa: E402
     DicomReadError,
@@ -31,18 +40,28 @@ def bone_minus_background(image):
     return image[h // 3 : 2 * h // 3, w // 3 : 2 * w // 3].mean() - image[:3, :3].mean()
 
 
-def raw_dicom(path, stored, photometric, bits, window=None, lut=None, rescale=None):
-    """Hand-built DICOM, independent of clinical.dicom_io.write_dicom."""
+def encode_frame(stored, bits, syntax):
+    """One losslessly compressed frame, encoded by imagecodecs (not by the decoders pydicom reads it with)."""
+    imagecodecs = pytest.importorskip('imagecodecs')
+    if syntax == JPEG2000Lossless:
+        return imagecodecs.jpeg2k_encode(stored, codecformat='J2K', reversible=True, bitspersample=bits)
+    if syntax == JPEGLSLossless:
+        return imagecodecs.jpegls_encode(stored, level=0)
+    return imagecodecs.jpeg8_encode(stored, lossless=True, predictor=1, bitspersample=bits)  # SV1: predictor 1.
+
+
+def raw_dicom(path, stored, photometric, bits, window=None, lut=None, rescale=None, syntax=ExplicitVRLittleEndian):
+    """Hand-built DICOM, independent of clinical.dicom_io.write_dicom; 8 or 16 bits allocated as `stored` is."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = '1.2.840.10008.5.1.4.1.1.7'
     meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.TransferSyntaxUID = syntax
     ds = pydicom.Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
     ds.Rows, ds.Columns = stored.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8 * stored.itemsize, bits, bits - 1, 0
     if rescale:
         ds.RescaleSlope, ds.RescaleIntercept = rescale
     if window:
@@ -52,7 +71,10 @@ def raw_dicom(path, stored, photometric, bits, window=None, lut=None, rescale=No
         item.add_new('LUTDescriptor', 'US', [len(lut[1]), lut[0], 12])
         item.add_new('LUTData', 'OW', np.asarray(lut[1], dtype='<u2').tobytes())
         ds.VOILUTSequence = pydicom.Sequence([item])
-    ds.PixelData = stored.astype('<u2').tobytes()
+    if syntax == ExplicitVRLittleEndian:
+        ds.PixelData = stored.astype(f'<u{stored.itemsize}').tobytes()
+    else:
+        ds.PixelData = encapsulate([encode_frame(stored, bits, syntax)])
     ds.save_as(path, enforce_file_format=True)
     return path
 
@@ -128,6 +150,34 @@ def test_truncated_pixel_data(tmp_path):
     open(path, 'wb').write(data[:-700])
     with pytest.raises(DicomReadError, match='pixel data'):
         read_dicom(path)
+
+
+@pytest.mark.parametrize('syntax', [JPEG2000Lossless, JPEGLSLossless, JPEGLosslessSV1], ids=['j2k', 'jpegls', 'ljpeg'])
+@pytest.mark.parametrize(
+    'bits, photometric', [(12, 'MONOCHROME2'), (16, 'MONOCHROME1'), (8, 'MONOCHROME1')], ids=['12', '16', '8']
+)
+def test_lossless_compressed_files_decode_exactly(tmp_path, syntax, bits, photometric):
+    top = 2**bits - 1
+    noise = np.random.default_rng(bits).integers(-8, 9, size=(40, 32))
+    stored = np.clip(np.rint(truth_image() * top) + noise, 0, top).astype(np.uint8 if bits == 8 else np.uint16)
+    stored[0, :2] = 0, top  # Both ends of the stored range.
+    plain = raw_dicom(str(tmp_path / 'plain.dcm'), stored, photometric, bits)
+    packed = raw_dicom(str(tmp_path / 'packed.dcm'), stored, photometric, bits, syntax=syntax)
+    ds = pydicom.dcmread(packed)
+    assert ds.file_meta.TransferSyntaxUID == syntax and len(ds.PixelData) < stored.nbytes
+    np.testing.assert_array_equal(ds.pixel_array, stored)
+    np.testing.assert_array_equal(read_dicom(packed), read_dicom(plain))
+
+
+def test_missing_decoder_is_one_line_naming_syntax_and_extra(tmp_path, monkeypatch):
+    stored = np.arange(32 * 32, dtype=np.uint16).reshape(32, 32)
+    path = raw_dicom(str(tmp_path / 'j2k.dcm'), stored, 'MONOCHROME2', 12, syntax=JPEG2000Lossless)
+    monkeypatch.setattr(get_decoder(JPEG2000Lossless), '_available', {})  # As without pylibjpeg and pillow.
+    with pytest.raises(DicomReadError) as info:
+        read_dicom(path)
+    message = str(info.value)
+    assert 'JPEG 2000' in message and JPEG2000Lossless in message and 'pip install -e ".[dicom]"' in message
+    assert '\n' not in message
 
 
 def test_vindr_annotations_group_rows_per_image(tmp_path):
