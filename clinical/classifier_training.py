@@ -166,31 +166,22 @@ def _train_private(net, train_set, optimizer, plan, epochs, xflip, seed, device,
     generator, history = torch.Generator().manual_seed(seed), []
     params = dict(net.named_parameters())
     bar = tqdm(range(epochs), unit='epoch', desc='DP classifier', disable=None if progress else True)
-    for epoch in bar:
-        losses = []
+    for epoch in bar:  # No loss is logged: it would read the private images outside DP-SGD.
         for _ in range(min(steps_per_epoch, plan['planned_steps'] - epoch * steps_per_epoch)):
             items, rows = units.sample()
             images = torch.from_numpy(train_set.images[items]).to(device).to(torch.float32) / 127.5 - 1
             targets = targets_from_labels(torch.from_numpy(train_set.labels[items]).to(device), net.kind)
-            grads, sample_losses = dp.per_sample_gradients(
-                net, _private_loss(net.kind), augment(images, generator, xflip), targets, has_aux=True
-            )
+            grads = dp.per_sample_gradients(net, _private_loss(net.kind), augment(images, generator, xflip), targets)
             grads = dp.sum_by_unit(grads, torch.from_numpy(rows).to(device), int(rows.max(initial=-1)) + 1)
             dp.take_dp_step(dp_optimizer, params, grads)
             if schedule.last_epoch + 1 < schedule.total_steps:
                 schedule.step()
-            losses += sample_losses.tolist()
-        history.append(dict(epoch=epoch + 1, loss=float(np.mean(losses)) if losses else float('nan')))
-        bar.set_postfix(loss=f'{history[-1]["loss"]:.3f}')
+        history.append(dict(epoch=epoch + 1))
     return net.eval(), history
 
 
 def _private_loss(kind):
-    def sample_loss(forward, image, target):
-        loss = per_sample_loss(forward(image[None]), target[None], kind)[0]
-        return loss, loss.detach()
-
-    return sample_loss
+    return lambda forward, image, target: per_sample_loss(forward(image[None]), target[None], kind)[0]
 
 
 # ----------------------------------------------------------------------------

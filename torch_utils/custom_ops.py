@@ -21,6 +21,7 @@ from types import ModuleType
 import torch
 
 import dnnlib
+from torch_utils import misc
 
 # ----------------------------------------------------------------------------
 # Module-level settings: 'none' (silent), 'brief' (one line per plugin) or 'full' (whole compiler output).
@@ -278,6 +279,6 @@ def use_cuda_kernel(x: torch.Tensor, impl: str, init_plugin) -> bool:
     """True if the call on `x` runs the fused kernel; `init_plugin()` builds it once and says whether it loaded."""
     if impl not in ('cuda', 'auto', 'ref'):
         raise ValueError(f"impl must be 'cuda', 'auto' or 'ref', got {impl!r}")
-    if impl == 'ref' or os.environ.get('SPINEGAN_OPS_IMPL', '') == 'ref' or torch._C._are_functorch_transforms_active():
+    if impl == 'ref' or os.environ.get('SPINEGAN_OPS_IMPL', '') == 'ref' or misc.functorch_transform_active():
         return False  # The kernels' autograd.Functions have no torch.func rules: DP-SGD runs the reference.
     return x.device.type == 'cuda' and x.dtype in KERNEL_DTYPES and init_plugin()
