@@ -35,12 +35,16 @@ MULTI_LESION = list(schema_lib.MULTI_LESION_POLICIES)
 # One summary at the end: what was written, per-label counts, groups, and every skipped file with its reason.
 
 
-def print_summary(result: dict, source: Source, dest: str | None, resolution: int, max_listed: int = 100) -> None:
-    written = len(result['labels'])
+def print_summary(result: dict, source: Source, dest: str | None, opts: dnnlib.EasyDict, max_listed: int = 100) -> None:
+    written, resolution = len(result['labels']), opts.resolution
     click.echo(f'Wrote {written} images ({resolution}x{resolution})' + (f' to {dest}' if dest else ' (preview only)'))
     if source.class_names is not None:
         counts = ', '.join(f'{name} {result["counts"][i]}' for i, name in enumerate(source.class_names))
         click.echo(f'Labels ({source.schema}): {counts}')
+    if opts.keep_classes:
+        left_out = result['left_out']
+        by_class = ': ' + ', '.join(f'{name} {n}' for name, n in left_out.items()) if left_out else ''
+        click.echo(f'Left out {left_out.total()} images by --keep-classes' + by_class)
     groups = {group for _relpath, group in result['groups'] if group is not None}
     patients = f'{len(groups)} patient' + ('s' if len(groups) != 1 else '')
     click.echo(f'Groups: {patients} ({source.group_origin})' if groups else 'Groups: none')
@@ -95,7 +99,7 @@ def convert_source(opts: dnnlib.EasyDict) -> None:
     try:
         result = convert(source, writer, opts, preview)
         if not result['labels']:
-            print_summary(result, source, None, opts.resolution)
+            print_summary(result, source, None, opts)
             raise ConversionError('no images were written (every image was skipped)')
         if writer is not None:
             writer.commit(result['labels'], source.class_names, source.schema, result['groups'])
@@ -105,7 +109,7 @@ def convert_source(opts: dnnlib.EasyDict) -> None:
         raise
     if opts.preview:
         write_preview(opts.preview, preview, source.class_names, opts.preview_per_class, opts.resolution)
-    print_summary(result, source, opts.dest, opts.resolution)
+    print_summary(result, source, opts.dest, opts)
 
 
 # ----------------------------------------------------------------------------
@@ -116,6 +120,25 @@ def _power_of_two(_ctx, _param, value):
     if value is not None and (value < 4 or value & (value - 1)):
         raise click.BadParameter(f'{value} is not a power of two >= 4')
     return value
+
+
+def _class_list(_ctx, _param, value):
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(',')]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if '' in names:
+        raise click.BadParameter(f'empty class name in {value!r}')
+    if repeated:
+        raise click.BadParameter(f'{", ".join(repeated)} given twice')
+    if len(names) < 2:
+        raise click.BadParameter(f'give at least 2 classes, comma-separated (got {value!r})')
+    return names
+
+
+def _check_labels(opts: dnnlib.EasyDict) -> None:
+    if opts.keep_classes and opts.labels == 'none':
+        raise click.BadParameter('--labels none leaves no classes to keep', param_hint='--keep-classes')
 
 
 def _check_dest(opts: dnnlib.EasyDict) -> None:
@@ -165,6 +188,7 @@ def _check_output(dest: str, overwrite: bool) -> None:
 @click.option('--file-column', default='file', metavar='NAME', show_default=True, help='labels.csv column')
 @click.option('--group-column', metavar='NAME', help='labels.csv patient column  [default: patient_id if present]')
 @click.option('--class-names', metavar='A,B,..', help='Names of integer classes')
+@click.option('--keep-classes', metavar='A,B,..', callback=_class_list, help='Only these classes, in this order')
 @click.option('--seed', type=int, default=0, metavar='INT', show_default=True, help='Phantom seed')
 @click.option(
     '--bits', type=click.IntRange(8, 16), metavar='INT', help='Bit depth of 16-bit PNG/TIFF  [default: from the max]'
@@ -211,6 +235,11 @@ def main(**kwargs):
     --class-names for integer CSV labels; default: the <label-column>_name column, else 0..K-1.
                   labels.csv is strict: UTF-8, one row per image inside the folder, labels all
                   names or all non-negative integers.
+    --keep-classes
+                  write only images of these classes (exact names, as in the summary's Labels
+                  line, after --labels), relabelled 0..K-1 in the order given; the others are left
+                  out and counted in the summary. Groups are kept. Single-label only: lesion-multi
+                  (multi-hot) is refused; use --labels lesion.
     --bits        16-bit PNG/TIFF scale by their bit depth: by default the smallest of 10, 12, 14,
                   16 bits that holds the image's maximum; --bits N forces N (larger values fail).
     --transform   center-crop, or pad-to-square keeping the whole film; --resample lanczos|area.
@@ -220,6 +249,7 @@ def main(**kwargs):
     """
     opts = dnnlib.EasyDict(kwargs)
     opts.class_names = [n.strip() for n in opts.class_names.split(',')] if opts.class_names else None
+    _check_labels(opts)
     _check_dest(opts)
     with user_errors():
         convert_source(opts)

@@ -418,3 +418,130 @@ def test_relabel_with_multi_lesion_error_names_the_image(tmp_path):
     result = run('--source', multi, '--dest', tmp_path / 'x.zip', '--labels', 'lesion', '--multi-lesion', 'error')
     assert result.exit_code == 2 and 'several lesion types' in result.output and 'img000000' in result.output
     assert not (tmp_path / 'x.zip').exists()
+
+
+# ----------------------------------------------------------------------------
+# --keep-classes: only the named classes, re-indexed in the order given; the rest left out and counted.
+
+SUBTYPES = ['normal', 'bacteria', 'virus', 'bacteria', 'normal', 'virus', 'bacteria']
+SUBTYPE_PATIENTS = ['p0', 'p1', 'p1', 'p2', 'p3', 'p4', 'p4']
+
+
+def subtype_folder(folder):
+    """labels.csv with label/label_name (normal, pneumonia), a 3-class subtype column and patient_id; image i is
+    flat grey 30 * i."""
+    folder.mkdir()
+    lines = ['file,label,label_name,subtype,patient_id']
+    for i, (subtype, patient) in enumerate(zip(SUBTYPES, SUBTYPE_PATIENTS)):
+        PIL.Image.fromarray(np.full((40, 48), 30 * i, np.uint8)).save(folder / f'{i}.png')
+        sick = int(subtype != 'normal')
+        lines.append(f'{i}.png,{sick},{["normal", "pneumonia"][sick]},{subtype},{patient}')
+    (folder / 'labels.csv').write_text('\n'.join(lines) + '\n')
+    return folder
+
+
+def kept_images(dest):
+    """[(source image index, label, group)] per written image (zip or folder), and dataset.json."""
+    if dest.suffix == '.zip':
+        meta, images = read_zip(dest)
+    else:
+        meta = json.loads((dest / 'dataset.json').read_text())
+        images = {name: np.asarray(PIL.Image.open(dest / name)) for name, _y in meta['labels']}
+    group_of = dict(meta.get('groups') or [])
+    return [(int(round(images[name].mean() / 30)), y, group_of.get(name)) for name, y in meta['labels']], meta
+
+
+def expected_subtypes(keep):
+    return [(i, keep.index(s), SUBTYPE_PATIENTS[i]) for i, s in enumerate(SUBTYPES) if s in keep]
+
+
+def test_keep_classes_from_labels_csv_reindexes_in_the_given_order(tmp_path):
+    dest = tmp_path / 'out.zip'
+    args = ['--label-column', 'subtype', '--keep-classes', 'virus, bacteria', '--resolution', 8]
+    result = run('--source', subtype_folder(tmp_path / 'src'), '--dest', dest, *args)
+    assert result.exit_code == 0, result.output
+    kept, meta = kept_images(dest)
+    assert meta['class_names'] == ['virus', 'bacteria'] and meta['label_schema'] == 'csv:subtype'
+    assert kept == expected_subtypes(['virus', 'bacteria'])
+    assert 'Labels (csv:subtype): virus 2, bacteria 3' in result.output
+    assert 'Left out 2 images by --keep-classes: normal 2' in result.output and 'Skipped 0 images' in result.output
+    assert 'Groups: 3 patients (column patient_id)' in result.output
+    dataset = ImageFolderDataset(str(dest), use_labels=True)
+    assert dataset.class_names == ['virus', 'bacteria'] and dataset.label_counts().tolist() == [2, 3]
+
+
+def test_keep_classes_from_class_folders(tmp_path):
+    src = tmp_path / 'src'
+    for i, cls in enumerate(['a', 'b', 'c', 'c', 'a']):
+        (src / cls).mkdir(parents=True, exist_ok=True)
+        PIL.Image.fromarray(np.full((16, 16), 30 * i, np.uint8)).save(src / cls / f'{i}.png')
+    dest = tmp_path / 'out'
+    result = run('--source', src, '--dest', dest, '--resolution', 8, '--keep-classes', 'c,a')
+    assert result.exit_code == 0, result.output
+    kept, meta = kept_images(dest)
+    assert meta['class_names'] == ['c', 'a'] and meta['label_schema'] == 'folders'
+    assert sorted(kept) == [(0, 1, None), (2, 0, None), (3, 0, None), (4, 1, None)]
+    assert 'Left out 1 images by --keep-classes: b 1' in result.output
+
+
+def test_keep_classes_from_a_dataset_keeps_groups(tmp_path):
+    first = tmp_path / 'first.zip'
+    args = ['--resolution', 8, '--label-column', 'subtype']
+    assert run('--source', subtype_folder(tmp_path / 'src'), '--dest', first, *args).exit_code == 0
+    assert read_zip(first)[0]['class_names'] == ['bacteria', 'normal', 'virus']  # Sorted names.
+    dest = tmp_path / 'second.zip'
+    result = run('--source', first, '--dest', dest, '--resolution', 8, '--keep-classes', 'bacteria,virus')
+    assert result.exit_code == 0, result.output
+    kept, meta = kept_images(dest)
+    assert meta['class_names'] == ['bacteria', 'virus']
+    assert kept == expected_subtypes(['bacteria', 'virus'])
+    assert 'Left out 2 images by --keep-classes: normal 2' in result.output
+    assert 'Groups: 3 patients (dataset.json)' in result.output
+
+
+def test_keep_classes_of_a_fixed_schema_drops_the_schema_name(tmp_path):
+    dest = tmp_path / 'out.zip'
+    args = ['--labels', 'lesion', '--multi-lesion', 'first', '--prevalence', 0.6, '--resolution', 8, '--seed', 1]
+    result = run('--source', 'phantom:12', '--dest', dest, *args, '--keep-classes', 'No finding,Osteophytes')
+    assert result.exit_code == 0, result.output
+    meta, _ = read_zip(dest)
+    truth = [label_for_image(make_phantom(1, i, 8, prevalence=0.6).lesion_types, 'lesion', 'first') for i in range(12)]
+    kept = [i for i, y in enumerate(truth) if y in (0, 3)]
+    assert [y for _f, y in meta['labels']] == [[0, 3].index(truth[i]) for i in kept] and len(set(truth)) > 2
+    assert meta['class_names'] == ['No finding', 'Osteophytes']
+    assert meta['label_schema'] is None  # 2 of the 8 lesion classes are not the 'lesion' schema.
+    assert [group for _f, group in meta['groups']] == [f'phantom-1-{i}' for i in kept]
+    assert f'Left out {12 - len(kept)} images by --keep-classes' in result.output
+
+
+@pytest.mark.parametrize(
+    'args, message',
+    [
+        (['--keep-classes', 'bacteria,flu,cold'], 'unknown class flu, cold; the source has bacteria, normal, virus'),
+        (['--keep-classes', 'virus'], 'at least 2 classes'),
+        (['--keep-classes', 'virus,bacteria,virus'], 'virus given twice'),
+        (['--keep-classes', 'virus,,bacteria'], 'empty class name'),
+        (['--keep-classes', 'virus,bacteria', '--labels', 'none'], '--labels none'),
+    ],
+)
+def test_keep_classes_bad_input_is_one_line_exit_2(tmp_path, args, message):
+    src = subtype_folder(tmp_path / 'src')
+    out = tmp_path / 'out'
+    out.mkdir()
+    result = run('--source', src, '--label-column', 'subtype', '--dest', out / 'd.zip', *args)
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith('Error')]
+    assert len(errors) == 1 and '--keep-classes' in errors[0] and message in errors[0], result.output
+    assert os.listdir(out) == []
+
+
+def test_keep_classes_refuses_multi_hot_labels(tmp_path):
+    multi = tmp_path / 'multi.zip'
+    assert run('--source', 'phantom:4', '--dest', multi, '--resolution', 8, '--labels', 'lesion-multi').exit_code == 0
+    args = ['--dest', tmp_path / 'x.zip', '--resolution', 8, '--keep-classes', 'No finding,Osteophytes']
+    for source in ('phantom:4', multi):
+        result = run('--source', source, '--labels', 'lesion-multi', *args)
+        assert result.exit_code == 2 and 'multi-hot' in result.output and '--keep-classes' in result.output
+    result = run('--source', multi, *args)
+    assert result.exit_code == 2 and 'multi-hot' in result.output  # The dataset's own lesion-multi labels.
+    assert not (tmp_path / 'x.zip').exists()

@@ -321,12 +321,51 @@ def relabel_source(source: Source, schema: str, multi_lesion: str) -> Source:
 
 
 # ----------------------------------------------------------------------------
+# --keep-classes on any labelled source, after --labels: images of the named classes, re-indexed in the order given;
+# the others are left out (counted, not listed). Multi-hot labels are refused rather than cut down to fewer dims.
+
+
+class LeftOut(SkipItem):  # An image of a class not in --keep-classes; its message is that class's name.
+    pass
+
+
+def keep_classes(source: Source, keep: list[str]) -> Source:
+    names = source.class_names
+    if names is None:
+        raise dnnlib.UserError('the source has no labels to choose classes from', param='--keep-classes')
+    if source.schema == 'lesion-multi':
+        raise dnnlib.UserError('lesion-multi labels are multi-hot; use --labels lesion', param='--keep-classes')
+    unknown = [name for name in keep if name not in names]
+    if unknown:
+        message = f'unknown class {", ".join(unknown)}; the source has {", ".join(names)}'
+        raise dnnlib.UserError(message, param='--keep-classes')
+    new_index = {names.index(name): i for i, name in enumerate(keep)}
+
+    def load(item):
+        image, label = item.load()
+        if label is None:
+            raise SkipItem('no label in the source')
+        if not isinstance(label, int):
+            raise ConversionError(f'{item.name}: multi-hot label; --keep-classes needs one class per image')
+        if label not in new_index:
+            raise LeftOut(names[label])
+        return image, new_index[label]
+
+    # A fixed schema (abnormal, lesion) promises its class list; a subset or reordering of it is no longer that schema.
+    schema = source.schema if source.schema not in schema_lib.SCHEMAS or keep == names else None
+    items = [dataclasses.replace(it, load=lambda it=it: load(it)) for it in source.items]
+    return dataclasses.replace(source, items=items, class_names=list(keep), schema=schema)
+
+
+# ----------------------------------------------------------------------------
 # --source parsing: vindr:ROOT, phantom:N, a dataset (zip, or folder with dataset.json), or an image folder;
-# then --group-column none drops the groups of any source.
+# then --keep-classes filters the labels of any source and --group-column none drops its groups.
 
 
 def open_source(spec: str, opts: dnnlib.EasyDict) -> Source:
     source, group_column = _open_source(spec, opts), opts.get('group_column')
+    if opts.get('keep_classes'):
+        source = keep_classes(source, opts.keep_classes)
     if group_column == 'none':
         items = [dataclasses.replace(it, group=None) for it in source.items]
         return dataclasses.replace(source, items=items, group_origin=None)

@@ -17,7 +17,7 @@ import PIL.ImageFont
 from tqdm import tqdm
 
 import dnnlib
-from clinical.data.sources import ConversionError, Label, SkipItem, Source, to_square_uint8
+from clinical.data.sources import ConversionError, Label, LeftOut, SkipItem, Source, to_square_uint8
 from clinical.dicom_io import DicomReadError
 
 # ----------------------------------------------------------------------------
@@ -79,11 +79,13 @@ class DatasetWriter:
 
 # ----------------------------------------------------------------------------
 # The conversion loop: decode, label, square, write; failures follow --on-error, skips are recorded.
-# Returns labels and groups ([relpath, label or group id] per written image), skips and per-class counts.
+# Returns labels and groups ([relpath, label or group id] per written image), skips, per-class counts and the
+# images left out by --keep-classes (count per source class name).
 
 
 def convert(source: Source, writer: DatasetWriter | None, opts: dnnlib.EasyDict, preview: dict) -> dict:
     labels, groups, skipped, counts = [], [], list(source.skipped), collections.Counter()
+    left_out = collections.Counter()
     limit = opts.max_images if opts.max_images is not None else len(source.items)
     with tqdm(total=min(limit, len(source.items)), unit='img', disable=None) as bar:
         for item in source.items:
@@ -91,6 +93,9 @@ def convert(source: Source, writer: DatasetWriter | None, opts: dnnlib.EasyDict,
                 break
             try:
                 image, label = item.load()
+            except LeftOut as e:
+                left_out[str(e)] += 1
+                continue
             except SkipItem as e:
                 skipped.append((item.name, str(e)))
                 continue
@@ -111,7 +116,7 @@ def convert(source: Source, writer: DatasetWriter | None, opts: dnnlib.EasyDict,
             _count_label(counts, label)
             _add_preview(preview, pixels, label, opts.preview_per_class)
             bar.update(1)
-    return dict(labels=labels, groups=groups, skipped=skipped, counts=counts)
+    return dict(labels=labels, groups=groups, skipped=skipped, counts=counts, left_out=left_out)
 
 
 def _png_bytes(pixels: np.ndarray) -> bytes:
