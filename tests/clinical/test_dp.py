@@ -15,6 +15,8 @@ from opacus.accountants.utils import get_noise_multiplier
 
 from clinical import dp
 from clinical.synthetic import load_network
+from torch_utils import misc
+from torch_utils.ops import conv2d_gradfix, fma
 from training import training_loop as tl
 from training.data_policy import PrivateDataPolicy
 from training.networks import Discriminator
@@ -57,6 +59,33 @@ def test_per_sample_gradients_equal_a_batch_of_one_loop(c_dim, r1_weight):
     assert grads.keys() == expected.keys()
     for name in grads:
         torch.testing.assert_close(grads[name], expected[name], rtol=1e-10, atol=1e-13, msg=name)
+
+
+def test_ops_take_their_reference_paths_under_torch_func(monkeypatch):
+    monkeypatch.setattr(conv2d_gradfix, 'enabled', True)
+    weight, seen = torch.randn([2, 3], requires_grad=True), []
+    torch.func.vmap(lambda row: seen.append((misc.functorch_transform_active(), _use_custom(weight))) or row)(weight)
+    assert seen == [(True, False)]  # Inside vmap: the transform is seen and the custom autograd.Function not used.
+    assert not misc.functorch_transform_active() and _use_custom(weight)
+    a, b, c = torch.randn([3, 4, 5], dtype=torch.float64)
+    torch.testing.assert_close(torch.func.vmap(fma.fma)(a, b, c), a * b + c)
+
+
+def _use_custom(weight):
+    return conv2d_gradfix._use_custom_op(weight)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_per_sample_gradients_on_cuda_match_the_fused_ops_loop():
+    torch.manual_seed(0)
+    D = Discriminator(c_dim=3, img_resolution=16, img_channels=1, channel_base=256, channel_max=16, conv_clamp=256,
+                      epilogue_kwargs=dict(mbstd_num_channels=0)).cuda().requires_grad_(True)  # fmt: skip
+    images, labels = torch.randn([6, 1, 16, 16], device='cuda'), torch.eye(3, device='cuda')[torch.arange(6) % 3]
+    grads = dp.per_sample_gradients(D, dp._real_loss(2.5), images, labels)  # Reference ops inside vmap.
+    expected = _loop_gradients(D, images, labels, 2.5)  # Fused CUDA kernels where they apply.
+    for name in grads:
+        torch.testing.assert_close(grads[name], expected[name], rtol=1e-3, atol=1e-5, msg=name)
 
 
 def test_rows_of_one_patient_are_summed_into_one_unit():
