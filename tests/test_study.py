@@ -1,0 +1,90 @@
+"""study.py at toy size: every stage runs once and the report links real files; a rerun runs no stage; changed
+inputs redo what depends on them and nothing else; no patient is in two splits; bad options are one line."""
+
+import json
+import os
+import zipfile
+
+import pytest
+from click.testing import CliRunner
+
+import study
+
+TOY = [
+    '--data',
+    'phantom:120',
+    '--resolution',
+    '16',
+    '--kimg',
+    '0.016',
+    '--arms',
+    'conditional,dp',
+    '--clf-epochs',
+    '1',
+]
+
+
+def _run(outdir, *extra):
+    result = CliRunner().invoke(study.main, ['--outdir', str(outdir), *TOY, *extra], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope='module')
+def toy_study(tmp_path_factory):
+    outdir = tmp_path_factory.mktemp('study')
+    return outdir, _run(outdir)
+
+
+def _stages_run(output):
+    return [line.strip('= ') for line in output.splitlines() if line.startswith('=== ')]
+
+
+def test_every_stage_runs_once_and_the_report_links_real_files(toy_study):
+    outdir, output = toy_study
+    assert _stages_run(output) == ['data', 'baseline', 'features', 'gan-conditional', 'metrics-conditional',
+                                   'clf-conditional-synthetic-all', 'clf-conditional-mix-500', 'gan-dp', 'metrics-dp',
+                                   'clf-dp-synthetic-all', 'clf-dp-mix-500']  # fmt: skip
+    report = json.loads((outdir / 'report.json').read_text())
+    dp_arm = report['arms']['dp']
+    assert 0 < dp_arm['gan']['epsilon'] <= 10 and report['arms']['conditional']['gan']['privacy'] == 'no DP'
+    mix = report['arms']['conditional']['classifiers']['mix-500']
+    assert mix['num_images'] == sum(report['data']['counts']['gan_train']) + 500
+    assert 0 <= mix['auc'] <= 1 and mix['ci_low'] <= mix['auc'] <= mix['ci_high'] and 0 <= mix['p_value'] <= 1
+    assert {'fid', 'precision', 'coverage', 'auc_blackbox/features'} <= set(dp_arm['metrics']['results'])
+    markdown = (outdir / 'report.md').read_text()
+    links = [part.split(')')[0] for part in markdown.split('](')[1:]]
+    assert links and all((outdir / link).exists() for link in links), [l for l in links if not (outdir / l).exists()]
+    assert 'epsilon 10.00' in markdown or 'epsilon 9.9' in markdown
+    for figure in ('auc.png', 'roc.png', 'fid_kimg.png', 'epsilon_auc.png'):
+        assert (outdir / figure).stat().st_size > 1000
+
+
+def test_no_patient_is_in_two_splits(toy_study):
+    outdir, _output = toy_study
+    groups = {}
+    for split in ('gan_train', 'test', 'holdout'):
+        with zipfile.ZipFile(outdir / 'stages' / 'data' / f'{split}.zip') as z:
+            groups[split] = {group for _name, group in json.loads(z.read('dataset.json'))['groups']}
+    assert sum(len(g) for g in groups.values()) == 120 == len(set.union(*groups.values()))
+    assert len(groups['test']) == 24 and len(groups['holdout']) == 12
+
+
+def test_a_rerun_runs_no_stage_and_changed_inputs_redo_their_dependants(toy_study):
+    outdir, _output = toy_study
+    before = (outdir / 'report.json').read_text()
+    assert _stages_run(_run(outdir)) == [] and (outdir / 'report.json').read_text() == before
+    rerun = _stages_run(_run(outdir, '--dp-epsilon', '5'))
+    assert rerun == ['gan-dp', 'metrics-dp', 'clf-dp-synthetic-all', 'clf-dp-mix-500']
+    assert 0 < json.loads((outdir / 'report.json').read_text())['arms']['dp']['gan']['epsilon'] <= 5
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--arms', 'conditional,magic'], 'unknown arm magic'),
+    (['--data', '/nonexistent/folder'], 'could not convert /nonexistent/folder'),
+])  # fmt: skip
+def test_bad_options_are_one_line(tmp_path, extra, message):
+    result = CliRunner().invoke(study.main, ['--outdir', str(tmp_path / 'out'), *TOY, *extra])
+    errors = [line for line in result.output.splitlines() if line.startswith('Error')]
+    assert result.exit_code == 2 and len(errors) == 1 and message in errors[0], result.output
+    assert 'Traceback' not in result.output and not os.path.exists(tmp_path / 'out' / 'report.md')
