@@ -165,7 +165,9 @@ P = OPTION_DEFAULTS
     default=P['dp_mode'],
 )
 # Discriminator augmentation.
-@click.option('--aug', help='Augmentation mode [default: ada]', type=click.Choice(['noaug', 'ada', 'fixed']))
+@click.option(
+    '--aug', help='Augmentation mode [default: ada; noaug under --dp]', type=click.Choice(['noaug', 'ada', 'fixed'])
+)
 @click.option('--p', help='Augmentation probability for --aug=fixed', metavar='FLOAT', type=finite_float(0, 1))
 @click.option(
     '--target', help='ADA target value for --aug=ada [default: 0.6]', metavar='FLOAT', type=finite_float(0, 1)
