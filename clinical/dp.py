@@ -300,7 +300,9 @@ class DPDiscriminatorStep:
         training_stats.report('Loss/D/fake', torch.nn.functional.softplus(fake_logits))
 
     def report_tick(self):  # Once per tick (the loop calls it): the epsilon spent so far.
-        training_stats.report0('Privacy/epsilon', self.release_record()['epsilon'])
+        epsilon = self.release_record()['epsilon']
+        if math.isfinite(epsilon):  # The ablation arms' inf would turn the running statistics into nan.
+            training_stats.report0('Privacy/epsilon', epsilon)
         training_stats.report0('Privacy/steps', self.steps)
 
     def _sample_reals(self, device):

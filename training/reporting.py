@@ -147,7 +147,8 @@ def private_fields(collector):
     """D's loss, or under DP-SGD its fake half (the real half reads private data) and the epsilon spent."""
     if collector.num('Loss/D/loss') or not collector.num('Loss/D/fake'):
         return [f'D {collector.mean("Loss/D/loss"):.3f}']
-    return [f'D(fake) {collector.mean("Loss/D/fake"):.3f}', f'epsilon {collector.mean("Privacy/epsilon"):.3f}']
+    epsilon = collector.mean('Privacy/epsilon') if collector.num('Privacy/epsilon') else float('inf')  # Not DP.
+    return [f'D(fake) {collector.mean("Loss/D/fake"):.3f}', f'epsilon {epsilon:.3f}']
 
 
 def cpu_mem_gb():

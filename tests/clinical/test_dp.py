@@ -290,6 +290,17 @@ def test_training_stops_at_the_privacy_budget(private_run, tiny_training_kwargs,
     assert record['steps'] == plan['max_steps'] and record['epsilon'] <= 3.0
 
 
+def test_an_ablation_arm_after_a_private_run_reports_epsilon_inf_not_nan(private_run, tiny_training_kwargs, capsys):
+    root, data, _plan = private_run  # One process: training_stats' counters are global (inf - inf was nan).
+    plan = dp.plan_privacy(16, 16, 4, steps=4, mode='clip-only', accountant='rdp')
+    for name in ('clip0', 'clip'):
+        capsys.readouterr()
+        tl.training_loop(**_private_kwargs(tiny_training_kwargs, root / name, data, plan, total_kimg=0.016))
+    ticks = [line for line in capsys.readouterr().out.splitlines() if line.startswith('tick ')]
+    assert ticks and all(line.endswith('epsilon inf') and ' nan' not in line for line in ticks), '\n'.join(ticks)
+    assert _load(root / 'clip' / 'network-snapshot-000000.016.pkl')['privacy']['epsilon'] == math.inf
+
+
 def test_private_labels_change_neither_fake_labels_nor_ada_p(tiny_dataset, tiny_training_kwargs, tmp_path, monkeypatch):
     drawn = []
     sample = PrivateDataPolicy.sample_fake_labels
