@@ -18,15 +18,14 @@ import sys
 import click
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from clinical_loss import REPO, judge_snapshot, make_data, train_classifier  # noqa: E402
-
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import dnnlib  # noqa: E402
 from clinical.classifier import load_classifier  # noqa: E402
 from clinical.classifier_data import load_image_set  # noqa: E402
 from clinical.classifier_training import predict, score_auc  # noqa: E402
 from clinical.dp import describe_release  # noqa: E402
+from experiments.clinical_loss import judge_snapshot, make_data, train_classifier  # noqa: E402
 from training.checkpoint import load_snapshot  # noqa: E402
 from training.config import setup_training_config  # noqa: E402
 from training.launch import launch_training  # noqa: E402
