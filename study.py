@@ -26,7 +26,6 @@ import zipfile
 
 import click
 import numpy as np
-import PIL.Image
 import sklearn.model_selection
 import torch
 
@@ -35,7 +34,9 @@ from cli_utils import user_errors
 from clinical import classifier_report
 from clinical.classifier_data import assemble_training_set
 from clinical.classifier_training import fit_and_save
+from clinical.data.writer import DatasetWriter
 from clinical.dp import describe_release
+from generate import save_png
 from metrics import metric_main
 from metrics.features import load_feature_net
 from study_report import write_report
@@ -149,12 +150,14 @@ def _group_split(labels, groups, fraction, seed):
 
 
 def _write_subset(whole, meta, names, folder, split):
+    """The named images of `whole` as their own dataset (dataset_tool's writer: same format, renamed into place)."""
     path, kept = os.path.join(folder, f'{split}.zip'), set(names)
-    subset = {key: [row for row in meta[key] if row[0] in kept] for key in ('labels', 'groups') if meta.get(key)}
-    with zipfile.ZipFile(whole) as src, dnnlib.util.atomic_write(path, 'wb') as f, zipfile.ZipFile(f, 'w') as dst:
+    writer = DatasetWriter(path)
+    with zipfile.ZipFile(whole) as src:
         for name in names:
-            dst.writestr(name, src.read(name))
-        dst.writestr('dataset.json', json.dumps(dict(meta, **subset)))
+            writer.add(name, src.read(name))
+    rows = lambda key: [row for row in meta.get(key) or [] if row[0] in kept]  # noqa: E731
+    writer.commit(rows('labels'), meta['class_names'], meta.get('label_schema'), rows('groups'))
     return path
 
 
@@ -236,9 +239,7 @@ def write_samples(G, path, device, per_class=8):
     """A grid, one row per class (seeds 0..per_class-1 in every row)."""
     rows = [generate_images(G, range(per_class), np.eye(G.c_dim, dtype=np.float32)[k], device=device)
             for k in range(G.c_dim)]  # fmt: skip
-    grid = np.concatenate([np.concatenate(list(row), axis=1) for row in rows], axis=0)
-    with dnnlib.util.atomic_write(path, 'wb') as f:
-        PIL.Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid).save(f, format='PNG')
+    save_png(np.concatenate([np.concatenate(list(row), axis=1) for row in rows], axis=0), path)
 
 
 def synthetic_sets(c, gan, real, num_real):

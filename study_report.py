@@ -24,7 +24,9 @@ def write_report(outdir, report):
 
 def short_privacy(gan) -> str:
     epsilon = gan.get('epsilon')
-    return f'epsilon {epsilon:.2f}' if epsilon is not None and math.isfinite(epsilon) else gan['privacy'].split(' (')[0]
+    if epsilon is None:
+        return 'no DP'
+    return f'epsilon {epsilon:.2f}' if math.isfinite(epsilon) else 'not DP (epsilon = inf)'
 
 
 # ----------------------------------------------------------------------------

@@ -162,7 +162,7 @@ def _train_private(net, train_set, optimizer, plan, epochs, xflip, seed, device,
         optimizer, optimizer.defaults['lr'], total_steps=plan['planned_steps']
     )
     dp_optimizer = dp.make_dp_optimizer(optimizer, plan)
-    units = dp.UnitSampler(len(train_set), train_set.groups if plan['unit'] == 'patient' else None, plan['sample_rate'])
+    units = dp.UnitSampler.for_plan(plan, train_set.groups)
     generator, history = torch.Generator().manual_seed(seed), []
     params = dict(net.named_parameters())
     bar = tqdm(range(epochs), unit='epoch', desc='DP classifier', disable=None if progress else True)
@@ -172,7 +172,7 @@ def _train_private(net, train_set, optimizer, plan, epochs, xflip, seed, device,
             images = torch.from_numpy(train_set.images[items]).to(device).to(torch.float32) / 127.5 - 1
             targets = targets_from_labels(torch.from_numpy(train_set.labels[items]).to(device), net.kind)
             grads = dp.per_sample_gradients(net, _private_loss(net.kind), augment(images, generator, xflip), targets)
-            grads = dp.sum_by_unit(grads, torch.from_numpy(rows).to(device), int(rows.max(initial=-1)) + 1)
+            grads = dp.sum_by_unit(grads, rows)
             dp.take_dp_step(dp_optimizer, params, grads)
             if schedule.last_epoch + 1 < schedule.total_steps:
                 schedule.step()

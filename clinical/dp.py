@@ -192,9 +192,14 @@ def per_sample_gradients(module, sample_loss, *batch, chunk_size=None, has_aux=F
     return per_sample(params, *batch)
 
 
-def sum_by_unit(grads: dict, unit_index: torch.Tensor, num_units: int) -> dict:
-    """Rows of one privacy unit (a patient's images) summed into one row, so they are clipped together."""
-    return {name: g.new_zeros([num_units, *g.shape[1:]]).index_add_(0, unit_index, g) for name, g in grads.items()}
+def sum_by_unit(grads: dict, unit_index, num_units: int | None = None) -> dict:
+    """Rows of one privacy unit (a patient's images) summed into one row, so they are clipped together.
+    `unit_index`: each row's unit (UnitSampler.sample's rows); num_units defaults to the largest index + 1."""
+    unit_index = torch.as_tensor(unit_index, dtype=torch.int64)
+    if num_units is None:
+        num_units = int(unit_index.max()) + 1 if len(unit_index) else 0
+    return {name: g.new_zeros([num_units, *g.shape[1:]]).index_add_(0, unit_index.to(g.device), g)
+            for name, g in grads.items()}  # fmt: skip
 
 
 class _UnclippedDPOptimizer(DPOptimizer):
@@ -236,6 +241,11 @@ class UnitSampler:
             self.items_of_unit[unit].append(item)
         self.sampler = UniformWithReplacementSampler(num_samples=self.num_units, sample_rate=sample_rate, steps=1)
 
+    @classmethod
+    def for_plan(cls, plan: dict, groups):
+        """Poisson sampling of the plan's units: patients (by `groups`) or single images."""
+        return cls(plan['num_items'], groups if plan['unit'] == 'patient' else None, plan['sample_rate'])
+
     def sample(self) -> tuple[list[int], np.ndarray]:
         """(item indices, for each item its row among the sampled units)."""
         units = next(iter(self.sampler))
@@ -259,8 +269,7 @@ class DPDiscriminatorStep:
         self.phase, self.loss, self.plan = phase, loss, privacy
         self.r1_interval, self.chunk_size = r1_interval, chunk_size
         self.training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
-        groups = self.training_set.groups if privacy['unit'] == 'patient' else None
-        self.units = UnitSampler(len(self.training_set), groups, privacy['sample_rate'])
+        self.units = UnitSampler.for_plan(privacy, self.training_set.groups)
         phase.module.requires_grad_(True)  # DPOptimizer sets up the parameters that require grad.
         self.optimizer = make_dp_optimizer(phase.opt, privacy)
         phase.module.requires_grad_(False)
@@ -287,7 +296,7 @@ class DPDiscriminatorStep:
         D.requires_grad_(True)
         r1_weight = self.loss.r1_gamma / 2 * self.r1_interval if self.steps % self.r1_interval == 0 else 0.0
         real_grads = per_sample_gradients(D, _real_loss(r1_weight), reals, reals_c, chunk_size=self.chunk_size)
-        real_grads = sum_by_unit(real_grads, torch.from_numpy(rows).to(device), int(rows.max(initial=-1)) + 1)
+        real_grads = sum_by_unit(real_grads, rows)
         fake_grads, fake_logits = per_sample_gradients(
             D, _fake_loss, fakes, torch.cat(gen_c), chunk_size=self.chunk_size, has_aux=True
         )
