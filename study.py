@@ -53,6 +53,7 @@ REPO = os.path.dirname(os.path.abspath(__file__))
 ARMS = {
     'conditional': dict(),
     'spinegan': dict(clinical=True),
+    'lesion': dict(lesion=True),  # Conditioned on lesion type; only where the source has lesion labels.
     'dp': dict(dp=True),
     'dp-clip-only': dict(dp=True, dp_mode='clip-only'),
     'dp-noise-only': dict(dp=True, dp_mode='noise-only'),
@@ -114,16 +115,7 @@ def run_stage(outdir, name, inputs, work):
 
 
 def prepare_data(folder, c):
-    whole = os.path.join(folder, 'all.zip')
-    if not os.path.exists(whole):
-        args = ['--source', c.data, '--resolution', str(c.resolution), '--dest', whole]
-        args += sum(([flag, str(c[key])] for flag, key in DATA_FLAGS if c.get(key)), [])
-        tool = [sys.executable, os.path.join(REPO, 'dataset_tool.py'), *args]
-        result = subprocess.run(tool, stderr=subprocess.PIPE, text=True)  # Its progress still shows.
-        if result.returncode != 0:
-            reason = ([line for line in result.stderr.splitlines() if line.strip()] or ['?'])[-1]
-            reason = reason.removeprefix('Error: ')
-            raise dnnlib.UserError(f'dataset_tool.py could not convert {c.data}: {reason}', param='--data')
+    whole = _convert(c, os.path.join(folder, 'all.zip'))
     with zipfile.ZipFile(whole) as z:
         meta = json.loads(z.read('dataset.json'))
     files = [name for name, _label in meta['labels']]
@@ -136,10 +128,43 @@ def prepare_data(folder, c):
     paths = {name: _write_subset(whole, meta, [files[i] for i in idx], folder, name) for name, idx in splits.items()}
     num_classes = len(meta['class_names'])
     counts = {name: np.bincount(labels[idx], minlength=num_classes).tolist() for name, idx in splits.items()}
-    return dict(paths=paths, counts=counts, class_names=meta['class_names'], patients=len(set(group_ids)))
+    result = dict(paths=paths, counts=counts, class_names=meta['class_names'], patients=len(set(group_ids)))
+    if c.data.startswith(LESION_SOURCES):
+        result['lesion'] = _lesion_splits(folder, c, files, splits)
+    return result
 
 
-DATA_FLAGS = [('--label-column', 'label_column'), ('--keep-classes', 'keep_classes'), ('--labels', 'labels')]
+LESION_SOURCES = ('phantom:', 'vindr:')  # Sources whose annotations name the lesion type.
+
+
+def _convert(c, dest, *extra):
+    if not os.path.exists(dest):
+        args = ['--source', c.data, '--resolution', str(c.resolution), '--dest', dest, *extra]
+        args += sum(([flag, str(c[key])] for flag, key in DATA_FLAGS if c.get(key)), [])
+        tool = [sys.executable, os.path.join(REPO, 'dataset_tool.py'), *args]
+        result = subprocess.run(tool, stderr=subprocess.PIPE, text=True)  # Its progress still shows.
+        if result.returncode != 0:
+            reason = ([line for line in result.stderr.splitlines() if line.strip()] or ['?'])[-1]
+            reason = reason.removeprefix('Error: ')
+            raise dnnlib.UserError(f'dataset_tool.py could not convert {c.data}: {reason}', param='--data')
+    return dest
+
+
+def _lesion_splits(folder, c, files, splits):
+    """The same images and splits labelled by lesion type (an image with several types keeps its first)."""
+    whole = _convert(c, os.path.join(folder, 'all-lesion.zip'), '--labels', 'lesion', '--multi-lesion', 'first')
+    with zipfile.ZipFile(whole) as z:
+        meta = json.loads(z.read('dataset.json'))
+    if [name for name, _label in meta['labels']] != files:
+        raise dnnlib.UserError(f'{c.data}: the lesion-labelled conversion holds other images', param='--data')
+    labels = np.array([label for _name, label in meta['labels']])
+    paths = {name: _write_subset(whole, meta, [files[i] for i in idx], folder, f'{name}-lesion')
+             for name, idx in splits.items()}  # fmt: skip
+    counts = np.bincount(labels[splits['gan_train']], minlength=len(meta['class_names'])).tolist()
+    return dict(paths=paths, gan_train_counts=counts, class_names=meta['class_names'])
+
+
+DATA_FLAGS = [('--label-column', 'label_column'), ('--keep-classes', 'keep_classes')]
 
 
 def _group_split(labels, groups, fraction, seed):
@@ -242,12 +267,17 @@ def write_samples(G, path, device, per_class=8):
     save_png(np.concatenate([np.concatenate(list(row), axis=1) for row in rows], axis=0), path)
 
 
-def synthetic_sets(c, gan, real, num_real):
+def synthetic_sets(c, gan, real, num_real, lesion=None):
     """{name: assemble_training_set kwargs}: synthetic-only and real+synthetic at each count ('all' = as many
-    synthetic images as real GAN-train images)."""
+    synthetic images as real GAN-train images). A lesion-type generator draws its classes in GAN-train's lesion
+    shares with normal at one half, and its images are labelled normal/abnormal."""
     count = lambda text: num_real if text == 'all' else int(text)  # noqa: E731
-    sets = {f'synthetic-{n}': dict(synthetic=gan['snapshot'], num=count(n)) for n in _counts(c.synthetic_counts)}
-    sets.update({f'mix-{n}': dict(data=real, synthetic=gan['snapshot'], num=count(n)) for n in _counts(c.mix_counts)})
+    drawn = dict(synthetic=gan['snapshot'])
+    if lesion is not None:
+        shares = np.array(lesion['gan_train_counts'][1:], dtype=np.float64)
+        drawn.update(prior=[0.5, *(0.5 * shares / shares.sum()).tolist()], schema='abnormal')
+    sets = {f'synthetic-{n}': dict(drawn, num=count(n)) for n in _counts(c.synthetic_counts)}
+    sets.update({f'mix-{n}': dict(drawn, data=real, num=count(n)) for n in _counts(c.mix_counts)})
     return sets
 
 
@@ -269,16 +299,21 @@ def run_study(c, outdir):
                          functools.partial(judge, data=paths['gan_train'], arch='vgg', seed_offset=1))  # fmt: skip
     arms = {}
     for arm in c.arms:
+        lesion = data.get('lesion') if ARMS[arm].get('lesion') else None
+        if ARMS[arm].get('lesion') and lesion is None:
+            click.echo(f'\n=== gan-{arm}: skipped, {c.data} has no lesion labels ===')
+            continue
+        arm_paths = paths if lesion is None else lesion['paths']
         gan_inputs = dict(clf_inputs, arm=ARMS[arm], cfg=c.cfg, kimg=c.kimg, gan=c.gan)
         if ARMS[arm].get('dp'):
             gan_inputs['dp_epsilon'] = c.dp_epsilon
-        train = functools.partial(train_gan, c=c, arm=arm, data=paths['gan_train'],
+        train = functools.partial(train_gan, c=c, arm=arm, data=arm_paths['gan_train'],
                                   clinical_pkl=baseline['classifier'], feature_pkl=features['classifier'])  # fmt: skip
         gan = run_stage(outdir, f'gan-{arm}', gan_inputs, train)
-        measure = functools.partial(measure_gan, c=c, gan=gan, paths=paths, feature_pkl=features['classifier'])
+        measure = functools.partial(measure_gan, c=c, gan=gan, paths=arm_paths, feature_pkl=features['classifier'])
         arms[arm] = dict(gan=gan, metrics=run_stage(outdir, f'metrics-{arm}', dict(gan_inputs, gan=gan), measure))
         arms[arm]['classifiers'] = {}
-        for name, kwargs in synthetic_sets(c, gan, paths['gan_train'], num_real).items():
+        for name, kwargs in synthetic_sets(c, gan, paths['gan_train'], num_real, lesion).items():
             work = functools.partial(judge, baseline=baseline['classifier'], **kwargs)
             inputs = dict(clf_inputs, gan=gan, set=kwargs)
             arms[arm]['classifiers'][name] = run_stage(outdir, f'clf-{arm}-{name}', inputs, work)

@@ -14,6 +14,7 @@ import torch
 
 import dnnlib
 from clinical.classifier import label_kind
+from clinical.labels import SCHEMAS, relabel
 from clinical.synthetic import load_network, sample_synthetic
 from training.dataset import ImageFolderDataset, has_label_list
 
@@ -137,6 +138,7 @@ def assemble_training_set(
     prior: list[float] | None = None,  # Class shares of drawn images; None = balanced.
     truncation_psi: float = 1.0,
     classes: list[str] | None = None,  # Keep only these classes (single-label data).
+    schema: str | None = None,  # Relabel every image into this schema (e.g. lesion types -> 'abnormal').
     seed: int = 0,
     device='cpu',
 ) -> ImageSet:
@@ -145,6 +147,8 @@ def assemble_training_set(
     parts = [] if data is None else [_load(data, '--data')]
     if synthetic is not None:
         parts.append(_synthetic_part(synthetic, num, prior, truncation_psi, seed, device, parts))
+    if schema is not None:
+        parts = [_relabel(part, schema) for part in parts]
     image_set = concat(parts) if len(parts) > 1 else parts[0]
     return _select(image_set, classes) if classes else image_set
 
@@ -156,6 +160,22 @@ def _load(path: str, param: str) -> ImageSet:
         return load_image_set(path)
     except ValueError as err:
         raise dnnlib.UserError(str(err), param=param) from None
+
+
+def _relabel(image_set: ImageSet, schema: str) -> ImageSet:
+    try:
+        labels = [relabel(label, image_set.class_names, schema) for label in image_set.labels]
+    except ValueError as err:
+        raise dnnlib.UserError(f'{image_set.description}: {err}') from None
+    if any(label is None for label in labels):
+        raise dnnlib.UserError(
+            f'{image_set.description}: some images have no single {schema!r} label', param='--schema'
+        )
+    names = list(SCHEMAS[schema])
+    onehot = np.eye(len(names), dtype=np.float32)
+    labels = np.stack([onehot[label] if isinstance(label, int) else np.float32(label) for label in labels])
+    return dataclasses.replace(image_set, labels=labels, class_names=names, is_onehot=schema != 'lesion-multi',
+                               label_schema=schema)  # fmt: skip
 
 
 def _select(image_set: ImageSet, classes: list[str]) -> ImageSet:

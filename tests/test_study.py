@@ -5,10 +5,12 @@ import json
 import os
 import zipfile
 
+import PIL.Image
 import pytest
 from click.testing import CliRunner
 
 import study
+from clinical.classifier import load_classifier
 
 TOY = [
     '--data',
@@ -18,7 +20,7 @@ TOY = [
     '--kimg',
     '0.016',
     '--arms',
-    'conditional,dp',
+    'conditional,lesion,dp',
     '--clf-epochs',
     '1',
 ]
@@ -43,8 +45,9 @@ def _stages_run(output):
 def test_every_stage_runs_once_and_the_report_links_real_files(toy_study):
     outdir, output = toy_study
     assert _stages_run(output) == ['data', 'baseline', 'features', 'gan-conditional', 'metrics-conditional',
-                                   'clf-conditional-synthetic-all', 'clf-conditional-mix-500', 'gan-dp', 'metrics-dp',
-                                   'clf-dp-synthetic-all', 'clf-dp-mix-500']  # fmt: skip
+                                   'clf-conditional-synthetic-all', 'clf-conditional-mix-500', 'gan-lesion',
+                                   'metrics-lesion', 'clf-lesion-synthetic-all', 'clf-lesion-mix-500', 'gan-dp',
+                                   'metrics-dp', 'clf-dp-synthetic-all', 'clf-dp-mix-500']  # fmt: skip
     report = json.loads((outdir / 'report.json').read_text())
     dp_arm = report['arms']['dp']
     assert 0 < dp_arm['gan']['epsilon'] <= 10 and report['arms']['conditional']['gan']['privacy'] == 'no DP'
@@ -58,6 +61,23 @@ def test_every_stage_runs_once_and_the_report_links_real_files(toy_study):
     assert 'epsilon 10.00' in markdown or 'epsilon 9.9' in markdown
     for figure in ('auc.png', 'roc.png', 'fid_kimg.png', 'epsilon_auc.png'):
         assert (outdir / figure).stat().st_size > 1000
+
+
+def test_the_lesion_arm_learns_lesion_types_and_its_classifiers_normal_vs_abnormal(toy_study):
+    outdir, _output = toy_study
+    data = outdir / 'stages' / 'data'
+    for split in ('gan_train', 'test', 'holdout'):
+        with zipfile.ZipFile(data / f'{split}.zip') as plain, zipfile.ZipFile(data / f'{split}-lesion.zip') as lesion:
+            plain_meta, lesion_meta = (json.loads(z.read('dataset.json')) for z in (plain, lesion))
+        assert [name for name, _ in plain_meta['labels']] == [name for name, _ in lesion_meta['labels']]
+        assert all((lesion == 0) == (normal == 0) for (_, normal), (_, lesion) in  # No finding = normal.
+                   zip(plain_meta['labels'], lesion_meta['labels']))  # fmt: skip
+        assert len(lesion_meta['class_names']) == 8
+    report = json.loads((outdir / 'report.json').read_text())
+    samples = PIL.Image.open(report['arms']['lesion']['metrics']['samples'])
+    assert samples.size == (8 * 16, 8 * 16)  # One row per lesion class.
+    net, _meta = load_classifier(report['arms']['lesion']['classifiers']['synthetic-all']['classifier'])
+    assert list(net.class_names) == ['normal', 'abnormal']
 
 
 def test_no_patient_is_in_two_splits(toy_study):

@@ -18,6 +18,7 @@ import torch
 
 import dnnlib
 from torch_utils import misc, training_stats
+from torch_utils.ops import conv2d_gradfix
 from training import checkpoint, reporting
 from training.data_policy import make_data_policy
 from training.dataset import ResumableSampler
@@ -154,6 +155,7 @@ def setup_device(opts):
     torch.backends.cudnn.benchmark = opts.cudnn_benchmark
     torch.backends.cuda.matmul.allow_tf32 = opts.allow_tf32
     torch.backends.cudnn.allow_tf32 = opts.allow_tf32
+    conv2d_gradfix.enabled = device.type == 'cuda'  # On CPUs torch's own convolution backward is 10-15% faster.
     if opts.batch_size % (opts.batch_gpu * opts.num_gpus) != 0:
         raise ValueError(f'batch_size {opts.batch_size} must be a multiple of batch_gpu * num_gpus')
     return device

@@ -17,6 +17,11 @@ CASES = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def custom_op_enabled(monkeypatch):
+    monkeypatch.setattr(conv2d_gradfix, 'enabled', True)  # The training loop turns it off on CPUs.
+
+
 def _make(case, dtype=torch.float64, size=(7, 6), batch=2):
     transpose, cin, cout, k, kwargs = case
     gen = torch.Generator().manual_seed(1)
