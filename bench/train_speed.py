@@ -52,7 +52,8 @@ def time_training(config):
     if config.get('threads'):
         torch.set_num_threads(config['threads'])
     torch.manual_seed(0)
-    conv2d_gradfix.enabled = grid_sample_gradfix.enabled = True  # Official defaults are False; its loop sets them.
+    grid_sample_gradfix.enabled = True  # Official defaults are False; its loop sets them.
+    conv2d_gradfix.enabled = device.type == 'cuda'  # As both training loops run it (official's op is CUDA-only).
     dims = dict(c_dim=0, img_resolution=config['res'], img_channels=config['channels'])
     G = networks.Generator(**config['G_kwargs'], **dims).train().requires_grad_(False).to(device)
     D = networks.Discriminator(**config['D_kwargs'], **dims).train().requires_grad_(False).to(device)

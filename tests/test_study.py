@@ -3,6 +3,10 @@ inputs redo what depends on them and nothing else; no patient is in two splits; 
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 
 import PIL.Image
@@ -97,6 +101,34 @@ def test_a_rerun_runs_no_stage_and_changed_inputs_redo_their_dependants(toy_stud
     rerun = _stages_run(_run(outdir, '--dp-epsilon', '5'))
     assert rerun == ['gan-dp', 'metrics-dp', 'clf-dp-synthetic-all', 'clf-dp-mix-500']
     assert 0 < json.loads((outdir / 'report.json').read_text())['arms']['dp']['gan']['epsilon'] <= 5
+
+
+def _numbers(tree, path=''):
+    """{key path: number} of every number in a report (paths and run-folder names left out)."""
+    if isinstance(tree, dict):
+        return {k: v for key, value in tree.items() for k, v in _numbers(value, f'{path}/{key}').items()}
+    if isinstance(tree, list):
+        return {k: v for i, value in enumerate(tree) for k, v in _numbers(value, f'{path}/{i}').items()}
+    return {path: tree} if isinstance(tree, (int, float)) and not isinstance(tree, bool) else {}
+
+
+def test_a_study_killed_during_gan_training_resumes_to_the_same_numbers(tmp_path):
+    args = [*TOY[:4], '--kimg', '0.4', '--arms', 'conditional', '--clf-epochs', '1']
+    whole = CliRunner().invoke(study.main, ['--outdir', str(tmp_path / 'whole'), *args], catch_exceptions=False)
+    assert whole.exit_code == 0, whole.output
+    killed = tmp_path / 'killed'
+    process = subprocess.Popen([sys.executable, 'study.py', '--outdir', str(killed), *args], cwd=os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__))), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    gan_stage = killed / 'stages' / 'gan-conditional'
+    while process.poll() is None and not any(path.stat().st_size for path in gan_stage.glob('*/metric-fid.jsonl')):
+        time.sleep(0.01)  # Killed once the first snapshot is measured, well before the run's last step.
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL and not (gan_stage / 'done.json').exists()
+    resumed = CliRunner().invoke(study.main, ['--outdir', str(killed), *args], catch_exceptions=False)
+    assert resumed.exit_code == 0 and _stages_run(resumed.output)[0] == 'gan-conditional', resumed.output
+    assert len(list(gan_stage.glob('*/network-snapshot-*.pkl'))) >= 2  # The resumed run continued the first.
+    reports = [json.loads((tmp_path / name / 'report.json').read_text()) for name in ('whole', 'killed')]
+    assert _numbers(reports[0]) == _numbers(reports[1]) and len(_numbers(reports[0])) > 20
 
 
 @pytest.mark.parametrize('extra, message', [
