@@ -60,7 +60,7 @@ ARMS = {
     'dp-noise-only': dict(dp=True, dp_mode='noise-only'),
 }
 
-# The measured best short-run recipe at 32 px on 2 CPU cores (runs/tuning in the README): half the channels of
+# The measured best short-run recipe at 32 px on 2 CPU cores (the recipe table in the README): half the channels of
 # cfg=cpu and batch 8 (twice the steps per kimg); no path-length regularisation, style mixing or ADA, none of
 # which pays back within minutes.
 SMALL_GAN = dict(channel_base=2048, channel_max=64, batch=8, pl_weight=0, style_mixing=0, aug='noaug')

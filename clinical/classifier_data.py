@@ -168,9 +168,7 @@ def _relabel(image_set: ImageSet, schema: str) -> ImageSet:
     except ValueError as err:
         raise dnnlib.UserError(f'{image_set.description}: {err}') from None
     if any(label is None for label in labels):
-        raise dnnlib.UserError(
-            f'{image_set.description}: some images have no single {schema!r} label', param='--schema'
-        )
+        raise dnnlib.UserError(f'{image_set.description}: some images have no single {schema!r} label')
     names = list(SCHEMAS[schema])
     onehot = np.eye(len(names), dtype=np.float32)
     labels = np.stack([onehot[label] if isinstance(label, int) else np.float32(label) for label in labels])

@@ -13,6 +13,7 @@ import torch
 
 import dnnlib
 from clinical import classifier as clf
+from clinical import classifier_data, labels
 from clinical.classifier_data import ImageSet, load_image_set, select_classes, split_validation
 from training.dataset import ImageFolderDataset
 
@@ -168,6 +169,18 @@ def test_select_classes_relabels_and_fingerprint_changes():
     assert kept.fingerprint() != image_set.fingerprint() and kept.fingerprint() == kept.subset(range(80)).fingerprint()
     with pytest.raises(ValueError, match='unknown class'):
         select_classes(image_set, ['bacteria', 'fungus'])
+
+
+def test_lesion_labels_relabel_to_normal_vs_abnormal():
+    image_set = _image_set()
+    lesion_types = np.arange(120) % 8  # 0 = No finding.
+    lesion_set = ImageSet(image_set.images, np.eye(8, dtype=np.float32)[lesion_types], image_set.groups,
+                          list(labels.VINDR_CLASSES), True, 'x')  # fmt: skip
+    relabelled = classifier_data._relabel(lesion_set, 'abnormal')
+    assert relabelled.class_names == ['normal', 'abnormal'] and relabelled.label_schema == 'abnormal'
+    assert np.array_equal(relabelled.labels.argmax(1), (lesion_types > 0).astype(int))
+    with pytest.raises(dnnlib.UserError, match='cannot derive'):
+        classifier_data._relabel(image_set, 'lesion')  # Normal/abnormal says nothing of the lesion type.
 
 
 # ----------------------------------------------------------------------------
