@@ -138,9 +138,9 @@ def assemble_training_set(
     prior: list[float] | None = None,  # Class shares of drawn images; None = balanced.
     truncation_psi: float = 1.0,
     classes: list[str] | None = None,  # Keep only these classes (single-label data).
-    schema: str | None = None,  # Relabel every image into this schema (e.g. lesion types -> 'abnormal').
     seed: int = 0,
     device='cpu',
+    schema: str | None = None,  # Relabel every image into this schema (e.g. lesion types -> 'abnormal').
 ) -> ImageSet:
     if data is None and synthetic is None:
         raise dnnlib.UserError('give real data (--data), synthetic data (--synthetic), or both', param='--data')
