@@ -13,7 +13,6 @@ import os
 import sys
 
 import click
-import numpy as np
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,9 +20,8 @@ sys.path.insert(0, REPO)
 
 import dnnlib  # noqa: E402
 from clinical.classifier import load_classifier  # noqa: E402
-from clinical.classifier_data import ImageSet, load_image_set  # noqa: E402
+from clinical.classifier_data import assemble_training_set, load_image_set  # noqa: E402
 from clinical.classifier_training import fit_and_save, predict, score_auc  # noqa: E402
-from clinical.synthetic import load_network, sample_synthetic  # noqa: E402
 from experiments.clinical_loss import make_data  # noqa: E402
 from training.config import setup_training_config  # noqa: E402
 from training.launch import launch_training  # noqa: E402
@@ -52,9 +50,7 @@ def train(out, name, data, kimg):
 
 
 def synthetic_auc(snapshot, test_set, num):
-    G, class_names = load_network(snapshot, torch.device('cpu'), verbose=False)
-    images, labels = sample_synthetic(G, num, seed=2)
-    synthetic = ImageSet(images, labels, np.array([f's{i}' for i in range(num)]), list(class_names), True, snapshot)
+    synthetic = assemble_training_set(synthetic=snapshot, num=num, seed=2)
     outdir = snapshot[: -len('.pkl')] + '-synthetic-clf'
     fit_and_save(synthetic, outdir, seed=0, epochs=10, progress=False)
     net, _meta = load_classifier(os.path.join(outdir, 'classifier.pkl'))
