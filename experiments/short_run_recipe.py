@@ -49,6 +49,10 @@ def train(out, name, data, kimg):
     return folder
 
 
+def read_results(path):
+    return json.load(open(path)) if os.path.exists(path) else {}
+
+
 def synthetic_auc(snapshot, test_set, num):
     synthetic = assemble_training_set(synthetic=snapshot, num=num, seed=2)
     outdir = snapshot[: -len('.pkl')] + '-synthetic-clf'
@@ -69,14 +73,15 @@ def main(out, recipes, kimg, judge, threads):
     data = make_data(out, 32, 1400, 400)
     test_set = load_image_set(data['test'])
     results_path = os.path.join(out, 'results.json')
-    results = json.load(open(results_path)) if os.path.exists(results_path) else {}
+    results = read_results(results_path)
     for name in recipes.split(','):
         folder = train(out, name, data['train'], kimg)
         for k in judge.split(','):
             key = f'{name} @ {int(k)} kimg'
             if key not in results:
                 snapshot = glob.glob(os.path.join(folder, '*', f'network-snapshot-{int(k):06d}.pkl'))[-1]
-                results[key] = round(synthetic_auc(snapshot, test_set, 1400), 4)
+                auc = round(synthetic_auc(snapshot, test_set, 1400), 4)
+                results = {**read_results(results_path), key: auc}  # Another recipe may run beside this one.
                 with dnnlib.util.atomic_write(results_path, 'w') as f:
                     json.dump(results, f, indent=2)
             print(f'{key}: synthetic-only test AUC {results[key]:.3f}')
