@@ -1,5 +1,6 @@
-"""upfirdn2d: the reference against explicit loops, gradcheck/gradgradcheck of the op and its wrappers, and the CUDA
-path's autograd Function (adjoint padding, double backward) driven by a reference-backed stand-in kernel."""
+"""upfirdn2d: the reference and the CPU matrix-product path against explicit loops, gradcheck/gradgradcheck of the
+op and its wrappers, and the CUDA path's autograd Function (adjoint padding, double backward) driven by a
+reference-backed stand-in kernel."""
 
 import itertools
 import warnings
@@ -11,6 +12,7 @@ import torch
 from torch_utils import custom_ops
 from torch_utils.ops import upfirdn2d as upfirdn2d_module
 from torch_utils.ops.upfirdn2d import (
+    _axis_matrices,
     _upfirdn2d_cuda,
     _upfirdn2d_ref,
     downsample2d,
@@ -97,6 +99,52 @@ def test_ref_matches_loops(fname, up, down, padding):
         np.testing.assert_allclose(y.numpy(), expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize('fname', FILTERS)
+@pytest.mark.parametrize('up,down', SCALINGS)
+@pytest.mark.parametrize('padding', PADDINGS)
+def test_cpu_matmul_matches_loops(fname, up, down, padding):
+    f = FILTERS[fname]
+    x = _random([2, 3, 5, 4])
+    fw, fh = _filter_size(f)
+    if x.shape[2] * up[1] + padding[2] + padding[3] < fh or x.shape[3] * up[0] + padding[0] + padding[1] < fw:
+        pytest.skip('padded input smaller than the filter')
+    for flip_filter, gain in [(False, 1), (True, 0.5)]:
+        y = upfirdn2d(x, f, up=list(up), down=list(down), padding=list(padding), flip_filter=flip_filter, gain=gain)
+        f_np = np.ones([1, 1]) if f is None else f.numpy()
+        expected = naive_upfirdn2d(x.numpy(), f_np, up, down, padding, flip_filter, gain)
+        np.testing.assert_allclose(y.numpy(), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_cpu_matmul_takes_factorable_filters_only():
+    args = (5, 4, 2, 2, 1, 1, 1, 2, 1, 2, False, 1.0, torch.float32)
+    for fname in ('sep4', '2d4x4'):
+        f = FILTERS[fname]
+        taps = tuple(f.tolist()) if f.ndim == 1 else tuple(map(tuple, f.tolist()))
+        ay_t, ax = _axis_matrices(taps, *args)
+        assert ay_t.shape == (10, 5) and ax.shape == (4, 8) and ax.dtype == torch.float32
+    assert _axis_matrices(tuple(map(tuple, FILTERS['2d3x2'].tolist())), *args) is None  # Falls back to the reference.
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_cpu_matmul_close_to_ref_in_low_precision(dtype):
+    """The resampling of StyleGAN2's networks in float32 and bfloat16: values and gradients near the reference."""
+    f = setup_filter([1, 3, 3, 1])
+    x = _random([4, 8, 16, 16], dtype=torch.float32).to(dtype)
+    dy = _random([4, 8, 32, 32], seed=1, dtype=torch.float32).to(dtype)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    for op in (lambda x, impl: upsample2d(x, f, impl=impl), lambda x, impl: downsample2d(x, f, impl=impl)):
+        outputs = []
+        for impl in ('cuda', 'ref'):
+            xi = x.clone().requires_grad_(True)
+            y = op(xi, impl)
+            (y * dy[:, :, : y.shape[2], : y.shape[3]]).sum().backward()
+            outputs.append((y.float(), xi.grad.float()))
+        (y, dx), (y_ref, dx_ref) = outputs
+        assert y.dtype == torch.float32 and y.shape == y_ref.shape
+        torch.testing.assert_close(y, y_ref, **tol)
+        torch.testing.assert_close(dx, dx_ref, **tol)
+
+
 def test_public_op_int_arguments_and_channels_last():
     x = _random([1, 2, 6, 5]).to(memory_format=torch.channels_last)
     f = FILTERS['2d3x2']
@@ -144,7 +192,8 @@ def test_setup_filter():
 
 
 # ----------------------------------------------------------------------------
-# Finite-difference checks in float64, first and second order, for the op and its wrappers.
+# Finite-difference checks in float64, first and second order, for the op and its wrappers (on CPU tensors the
+# wrappers take the matrix-product path).
 
 GRAD_CASES = [
     lambda x: _upfirdn2d_ref(x, FILTERS['2d3x2'], up=[2, 1], down=[1, 2], padding=[1, -1, 2, 0]),
@@ -224,7 +273,7 @@ def test_cuda_kernel_on_gpu(fname, scaling, padding):
 # impl selection: CPU tensors never build the plugin, whatever impl says.
 
 
-def test_cuda_impl_on_cpu_uses_ref_without_building(monkeypatch):
+def test_cuda_impl_on_cpu_runs_without_building(monkeypatch):
     def refuse_build(*args, **kwargs):
         raise AssertionError('get_plugin must not be called for CPU tensors')
 
@@ -234,8 +283,10 @@ def test_cuda_impl_on_cpu_uses_ref_without_building(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         for impl in ('cuda', 'auto'):
-            torch.testing.assert_close(upsample2d(x, f, impl=impl), upsample2d(x, f, impl='ref'), rtol=0, atol=0)
-            torch.testing.assert_close(downsample2d(x, f, impl=impl), downsample2d(x, f, impl='ref'), rtol=0, atol=0)
+            for op in (upsample2d, downsample2d):
+                torch.testing.assert_close(op(x, f, impl=impl), op(x, f, impl='ref'), rtol=1e-12, atol=0)
+        monkeypatch.setattr(upfirdn2d_module, 'cpu_matmul', False)  # The switch: the reference, bit for bit.
+        torch.testing.assert_close(upsample2d(x, f), upsample2d(x, f, impl='ref'), rtol=0, atol=0)
     assert upfirdn2d_module._plugin is None
     with pytest.raises(ValueError, match='impl'):
         filter2d(x, f, impl='triton')
