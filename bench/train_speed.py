@@ -3,9 +3,12 @@
 Times our networks and loss; with --official PATH also times a stylegan2-ada-pytorch checkout at the same
 config, each in its own subprocess with that checkout first on sys.path. Warm-up steps are excluded.
 
+With --cpu-bf16 ours runs its mixed-precision blocks in bfloat16 on the CPU (train.py --cpu-bf16); the official
+code has no CPU low-precision path and runs in fp32.
+
 Example:
     python bench/train_speed.py --cfg=cpu --res=32 --batch=16
-    python bench/train_speed.py --official=~/src/stylegan2-ada-pytorch
+    python bench/train_speed.py --official=~/src/stylegan2-ada-pytorch --cpu-bf16
 """
 
 import json
@@ -20,17 +23,18 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Benchmark config from train.py's presets (computed in the parent; workers only get plain JSON).
 
 
-def make_config(cfg, res, batch, channels, steps, warmup, device, aug):
+def make_config(cfg, res, batch, channels, steps, warmup, device, aug, cpu_bf16=False):
     sys.path.insert(0, REPO_ROOT)
     from training import config
 
     spec = config.resolve_auto_preset(config.CONFIG_PRESETS[cfg], res, 1)
     batch = batch or spec.batch
-    fp16_res = 4 if device == 'cuda' else 0
+    fp16_res = 4 if device == 'cuda' or cpu_bf16 else 0
     mbstd = min(spec.mbstd_group, batch)
     common = dict(channel_base=spec.channel_base, channel_max=spec.channel_max, num_fp16_res=fp16_res, conv_clamp=256)
     return dict(
         res=res, channels=channels, batch=batch, steps=steps, warmup=warmup, device=device, lr=spec.lr,
+        cpu_bf16=cpu_bf16,
         G_kwargs=dict(z_dim=512, w_dim=512, mapping_kwargs=dict(num_layers=spec.map_layers), synthesis_kwargs=common),
         D_kwargs=dict(architecture=spec.d_architecture, epilogue_kwargs=dict(mbstd_group_size=mbstd), **common),
         augment_kwargs=dict(config.augpipe_specs['bgc']) if aug == 'ada' else None,
@@ -51,6 +55,8 @@ def time_training(config):
     device = torch.device(config['device'])
     if config.get('threads'):
         torch.set_num_threads(config['threads'])
+    if config.get('cpu_bf16'):
+        networks.cpu_bfloat16 = True
     torch.manual_seed(0)
     grid_sample_gradfix.enabled = True  # Official defaults are False; its loop sets them.
     conv2d_gradfix.enabled = device.type == 'cuda'  # As both training loops run it (official's op is CUDA-only).
@@ -159,15 +165,16 @@ def main(argv=None):
         '--threads', help='CPU threads (0 = torch default)', metavar='INT', type=click.IntRange(min=0), default=0
     )
     @click.option('--official', help='stylegan2-ada-pytorch checkout to compare against', metavar='PATH', type=str)
-    def cli(cfg, res, batch, channels, steps, warmup, aug, device, threads, official):
+    @click.option('--cpu-bf16', help='Ours in bfloat16 on the CPU (as train.py --cpu-bf16)', is_flag=True)
+    def cli(cfg, res, batch, channels, steps, warmup, aug, device, threads, official, cpu_bf16):
         import torch
 
         if device == 'auto':
             device = 'cuda' if torch.cuda.is_available() else 'cpu'
-        config = make_config(cfg, res, batch, int(channels), steps, warmup, device, aug)
+        config = make_config(cfg, res, batch, int(channels), steps, warmup, device, aug, cpu_bf16)
         config['threads'] = threads
         desc = f'cfg={cfg} res={res} batch={config["batch"]} channels={channels} aug={aug} device={device}'
-        desc += f' threads={threads or torch.get_num_threads()}'
+        desc += f' threads={threads or torch.get_num_threads()}' + (' bf16' if cpu_bf16 else '')
         ours = time_training(config)
         print(f'ours:     {ours:8.2f} sec/kimg  ({desc}, {steps} steps after {warmup} warm-up)')
         if official is None:
@@ -175,7 +182,8 @@ def main(argv=None):
             return
         if not os.path.isfile(os.path.join(official, 'training', 'networks.py')):
             raise click.BadParameter(f'{official}: no training/networks.py there', param_hint='--official')
-        theirs = run_worker(official, config)
+        theirs = run_worker(official, dict(make_config(cfg, res, batch, int(channels), steps, warmup, device, aug),
+                                           threads=threads))  # fmt: skip
         print(f'official: {theirs:8.2f} sec/kimg  (same config; ours/official = {ours / theirs:.2f})')
 
     cli(args=argv)

@@ -55,7 +55,7 @@ CONFIG_PRESETS = {
 OPTION_DEFAULTS = dict(
     gpus=1, device='auto', snap=50, tick=4, metrics=(), seed=0, cond=False, subset=None, mirror=False,
     aug=None, p=None, target=None, ada_kimg=500, augpipe=None, resume='noresume', freezed=None,
-    fp32=False, nhwc=False, nobench=False, allow_tf32=False, workers=3, nonfinite_guard=True,
+    fp32=False, cpu_bf16=False, nhwc=False, nobench=False, allow_tf32=False, workers=3, nonfinite_guard=True,
     cond_sampling='data', clinical_loss=None, clinical_weight=None, clinical_public=False,
     dp=False, dp_epsilon=None, dp_delta=None, dp_noise=None, dp_clip=1.0, dp_accountant='prv', dp_mode='full',
 )  # fmt: skip
@@ -190,8 +190,26 @@ def setup_network_kwargs(c, spec, opts):
         c.G_kwargs.synthesis_kwargs.conv_clamp = c.D_kwargs.conv_clamp = None
     if opts.nhwc:
         c.G_kwargs.synthesis_kwargs.fp16_channels_last = c.D_kwargs.block_kwargs.fp16_channels_last = True
+    c.cpu_bf16 = bool(opts.cpu_bf16)
+    if c.cpu_bf16:
+        check_cpu_bf16(opts)
     c.cudnn_benchmark = not opts.nobench
     c.allow_tf32 = bool(opts.allow_tf32)
+
+
+def check_cpu_bf16(opts):
+    if opts.fp32:
+        raise dnnlib.UserError('runs the mixed-precision blocks in bfloat16; drop --fp32', param='--cpu-bf16')
+    if opts.device != 'cpu':
+        raise dnnlib.UserError(f'is for CPU training; on {opts.device} those blocks run in fp16', param='--cpu-bf16')
+    if not cpu_has_native_bf16():
+        raise dnnlib.UserError('this CPU computes bfloat16 without avx512_bf16 or AMX, slower than fp32',
+                               param='--cpu-bf16')  # fmt: skip
+
+
+def cpu_has_native_bf16() -> bool:
+    checks = [getattr(torch.cpu, name, None) for name in ('_is_avx512_bf16_supported', '_is_amx_tile_supported')]
+    return any(check() for check in checks if check is not None)
 
 
 # ----------------------------------------------------------------------------
@@ -343,7 +361,8 @@ def run_description(dataset_name, cfg, opts, user, resumed):
     desc += ('-mirror' if opts.mirror else '') + f'-{cfg}' + (f'{opts.gpus:d}' if cfg == 'auto' else '')
     desc += ''.join(fmt.format(user[key]) for key, fmt in DESC_PARTS if key in user)
     desc += '-resumecustom' if resumed else ''
-    for flag, text in [('fp32', '-fp32'), ('nhwc', '-nhwc'), ('nobench', '-nobench'), ('allow_tf32', '-tf32')]:
+    for flag, text in [('fp32', '-fp32'), ('cpu_bf16', '-bf16'), ('nhwc', '-nhwc'), ('nobench', '-nobench'),
+                       ('allow_tf32', '-tf32')]:  # fmt: skip
         desc += text if opts[flag] else ''
     return desc
 

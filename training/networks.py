@@ -1,7 +1,8 @@
 """StyleGAN2-ADA generator and discriminator (Karras et al. 2020), with the official class and attribute layout.
 
-Mixed precision (the `num_fp16_res` highest-resolution blocks in fp16) is a CUDA-only speed-up: on any other
-device every block runs in fp32, so the same network trains and samples on CPU.
+Mixed precision (the `num_fp16_res` highest-resolution blocks in fp16) is a CUDA speed-up. On a CPU those blocks
+run in bfloat16 when `cpu_bfloat16` is set (train.py --cpu-bf16, for CPUs with native bfloat16) and in fp32
+otherwise, so the same network trains and samples on any device.
 """
 
 import math
@@ -35,12 +36,19 @@ def check_resolution(resolution, minimum=4):
 
 
 # ----------------------------------------------------------------------------
-# Dtype of one block: fp16 only when asked for and the tensors live on a CUDA device; else full precision,
-# which is the weights' dtype (float32, or float64 in exactness tests).
+# Dtype of one block: when asked for low precision, fp16 on a CUDA device and bfloat16 on a CPU if cpu_bfloat16 is
+# set (process-wide, like torch.backends.cuda.matmul.allow_tf32); else full precision, which is the weights' dtype
+# (float32, or float64 in exactness tests). bfloat16 has fp32's range, so fp16's overflow guards are not needed.
+
+cpu_bfloat16 = False
 
 
 def _block_dtype(use_fp16, force_fp32, device, full=torch.float32):
-    return torch.float16 if use_fp16 and not force_fp32 and device.type == 'cuda' else full
+    if not use_fp16 or force_fp32:
+        return full
+    if device.type == 'cuda':
+        return torch.float16
+    return torch.bfloat16 if device.type == 'cpu' and cpu_bfloat16 else full
 
 
 # ----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import torch
 import dnnlib
 from torch_utils import misc, training_stats
 from torch_utils.ops import conv2d_gradfix
-from training import checkpoint, reporting
+from training import checkpoint, networks, reporting
 from training.data_policy import make_data_policy
 from training.dataset import ResumableSampler
 from training.phases import setup_phases
@@ -75,6 +75,7 @@ def training_loop(
     resume_pkl              = None,     # Network pickle to resume from (exactly if it has `resume_state`).
     cudnn_benchmark         = True,     # Enable torch.backends.cudnn.benchmark?
     allow_tf32              = False,    # Enable torch.backends.cuda.matmul.allow_tf32 and cudnn.allow_tf32?
+    cpu_bf16                = False,    # Run the mixed-precision blocks in bfloat16 on a CPU (networks.cpu_bfloat16)?
     guard_nonfinite         = True,     # Stop (keeping the last good snapshot) when losses or weights go non-finite.
     abort_fn                = None,     # Callback that determines whether to abort training.
     progress_fn             = None,     # Callback function for updating training progress.
@@ -155,6 +156,7 @@ def setup_device(opts):
     torch.backends.cudnn.benchmark = opts.cudnn_benchmark
     torch.backends.cuda.matmul.allow_tf32 = opts.allow_tf32
     torch.backends.cudnn.allow_tf32 = opts.allow_tf32
+    networks.cpu_bfloat16 = opts.cpu_bf16
     conv2d_gradfix.enabled = device.type == 'cuda'  # On CPUs torch's own convolution backward is 10-15% faster.
     if opts.batch_size % (opts.batch_gpu * opts.num_gpus) != 0:
         raise ValueError(f'batch_size {opts.batch_size} must be a multiple of batch_gpu * num_gpus')

@@ -45,6 +45,19 @@ def test_foreign_resume_pickle_is_refused_before_training(tiny_dataset, tmp_path
     assert info.value.param == '--resume'
 
 
+def test_cpu_bf16_reaches_the_loop_only_where_it_pays(tiny_dataset, monkeypatch):
+    data = tiny_dataset()
+    monkeypatch.setattr(config, 'cpu_has_native_bf16', lambda: True)
+    c = config.setup_training_config('cpu', data=data, device='cpu', cpu_bf16=True)
+    assert c.cpu_bf16 and c.G_kwargs.synthesis_kwargs.num_fp16_res == 4 and c.desc.endswith('-bf16')
+    assert not config.setup_training_config('cpu', data=data, device='cpu').cpu_bf16
+    for opts, native, message in [(dict(fp32=True), True, 'drop --fp32'), (dict(), False, 'without avx512_bf16')]:
+        monkeypatch.setattr(config, 'cpu_has_native_bf16', lambda native=native: native)
+        with pytest.raises(dnnlib.UserError, match=message) as info:
+            config.setup_training_config('cpu', data=data, device='cpu', cpu_bf16=True, **opts)
+        assert info.value.param == '--cpu-bf16'
+
+
 def test_unknown_option_is_a_type_error(tiny_dataset):
     with pytest.raises(TypeError, match='unknown option'):
         config.setup_training_config('cpu', data=tiny_dataset(), colour='blue')

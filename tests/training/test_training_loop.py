@@ -30,6 +30,29 @@ def tensors(module):
     return {name: t for name, t in list(module.named_parameters()) + list(module.named_buffers())}
 
 
+def test_cpu_bf16_run_repeats_exactly_near_fp32(tmp_path, tiny_dataset, tiny_training_kwargs, monkeypatch):
+    """--cpu-bf16 reaches the networks through the loop: a bf16 run repeats exactly and ends near, not at, fp32."""
+    from training import networks
+
+    monkeypatch.setattr(networks, 'cpu_bfloat16', False)  # Restored after the test: the loop sets it process-wide.
+    data = tiny_dataset(path=tmp_path / 'data.zip')
+    mixed = dict(channel_base=256, channel_max=16, num_fp16_res=2, conv_clamp=256)
+    G_ema = {}
+    for name, bf16 in [('fp32', False), ('bf16', True), ('bf16-again', True)]:
+        kwargs = tiny_training_kwargs(tmp_path / name, data, cpu_bf16=bf16, total_kimg=0.016)
+        kwargs.G_kwargs['synthesis_kwargs'] = mixed
+        kwargs.D_kwargs.update(mixed)
+        tl.training_loop(**kwargs)
+        assert networks.cpu_bfloat16 == bf16
+        G_ema[name] = tensors(load(tmp_path / name / 'network-snapshot-000000.016.pkl')['G_ema'])
+    for key in G_ema['fp32']:
+        assert torch.equal(G_ema['bf16'][key], G_ema['bf16-again'][key]), key
+    weights = [key for key, value in G_ema['fp32'].items() if value.is_floating_point() and 'weight' in key]
+    assert any(not torch.equal(G_ema['bf16'][key], G_ema['fp32'][key]) for key in weights)
+    for key in weights:
+        torch.testing.assert_close(G_ema['bf16'][key], G_ema['fp32'][key], rtol=0.05, atol=0.05)
+
+
 # ----------------------------------------------------------------------------
 # Exact resume: snapshot at kimg 0.012, resume to 0.032 == uninterrupted run to 0.032.
 
