@@ -1,7 +1,9 @@
 """Training speed: sec/kimg of full StyleGAN2-ADA steps (Gmain, Greg, Dmain, Dreg, EMA) on synthetic data.
 
 Times our networks and loss; with --official PATH also times a stylegan2-ada-pytorch checkout at the same
-config, each in its own subprocess with that checkout first on sys.path. Warm-up steps are excluded.
+config. Each timing runs in a fresh subprocess with its tree first on sys.path, ours and official alternating
+--repeat times, and the ratio reported is the median of the pairs: on a shared machine one pair can be off by
+20%. Warm-up steps are excluded.
 
 With --cpu-bf16 ours runs its mixed-precision blocks in bfloat16 on the CPU (train.py --cpu-bf16); the official
 code has no CPU low-precision path and runs in fp32.
@@ -130,6 +132,7 @@ def run_worker(code_root, config):
 
 def main(argv=None):
     import click
+    import numpy as np
 
     @click.command()
     @click.option('--cfg', help='Preset from train.py', type=str, default='cpu', show_default=True)
@@ -166,7 +169,11 @@ def main(argv=None):
     )
     @click.option('--official', help='stylegan2-ada-pytorch checkout to compare against', metavar='PATH', type=str)
     @click.option('--cpu-bf16', help='Ours in bfloat16 on the CPU (as train.py --cpu-bf16)', is_flag=True)
-    def cli(cfg, res, batch, channels, steps, warmup, aug, device, threads, official, cpu_bf16):
+    @click.option(
+        '--repeat', help='Alternating ours/official pairs', metavar='INT', type=click.IntRange(min=1), default=3,
+        show_default=True,
+    )  # fmt: skip
+    def cli(cfg, res, batch, channels, steps, warmup, aug, device, threads, official, cpu_bf16, repeat):
         import torch
 
         if device == 'auto':
@@ -175,16 +182,21 @@ def main(argv=None):
         config['threads'] = threads
         desc = f'cfg={cfg} res={res} batch={config["batch"]} channels={channels} aug={aug} device={device}'
         desc += f' threads={threads or torch.get_num_threads()}' + (' bf16' if cpu_bf16 else '')
-        ours = time_training(config)
-        print(f'ours:     {ours:8.2f} sec/kimg  ({desc}, {steps} steps after {warmup} warm-up)')
         if official is None:
+            ours = time_training(config)
+            print(f'ours:     {ours:8.2f} sec/kimg  ({desc}, {steps} steps after {warmup} warm-up)')
             print('official: skipped (pass --official PATH to a stylegan2-ada-pytorch checkout to compare)')
             return
         if not os.path.isfile(os.path.join(official, 'training', 'networks.py')):
             raise click.BadParameter(f'{official}: no training/networks.py there', param_hint='--official')
-        theirs = run_worker(official, dict(make_config(cfg, res, batch, int(channels), steps, warmup, device, aug),
-                                           threads=threads))  # fmt: skip
-        print(f'official: {theirs:8.2f} sec/kimg  (same config; ours/official = {ours / theirs:.2f})')
+        theirs_config = dict(make_config(cfg, res, batch, int(channels), steps, warmup, device, aug), threads=threads)
+        print(f'{desc}, {steps} steps after {warmup} warm-up')
+        ratios = []
+        for index in range(repeat):
+            ours, theirs = run_worker(REPO_ROOT, config), run_worker(official, theirs_config)
+            ratios.append(ours / theirs)
+            print(f'pair {index + 1}: ours {ours:8.2f} sec/kimg, official {theirs:8.2f} (ratio {ratios[-1]:.2f})')
+        print(f'ours/official = {np.median(ratios):.2f} (median of {repeat})')
 
     cli(args=argv)
 

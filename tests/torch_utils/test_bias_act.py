@@ -88,13 +88,23 @@ def test_ref_matches_formulas(act, alpha, gain, clamp, shape, dim):
     g = spec.def_gain if gain is None else gain
     pre = (x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])).detach().numpy()
     unclamped = naive_act(act, pre, a) * g
-    inside = np.ones_like(pre, dtype=bool) if clamp is None else np.abs(unclamped) <= clamp
+    inside = np.ones_like(pre, dtype=bool) if clamp is None else np.abs(unclamped) < clamp
     expected_y = unclamped if clamp is None else np.clip(unclamped, -clamp, clamp)
     expected_dx = dy.numpy() * g * naive_act_derivative(act, pre, a) * inside
     expected_db = expected_dx.sum(axis=tuple(i for i in range(x.ndim) if i != dim))
     np.testing.assert_allclose(y.detach().numpy(), expected_y, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dx.numpy(), expected_dx, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(db.numpy(), expected_db, rtol=1e-10, atol=1e-12)
+
+
+def test_ref_clamp_is_torch_clamp_with_the_kernels_gradient_at_the_bound():
+    """Forward bit-equal to clamp() in every dtype; at exactly +-clamp the gradient is 0, as in the CUDA kernel."""
+    for dtype in [torch.float64, torch.float32, torch.bfloat16]:
+        x = (torch.randn([4, 8, 5, 5], dtype=torch.float64) * 2).to(dtype)
+        assert torch.equal(_bias_act_ref(x, clamp=1.5), x.clamp(-1.5, 1.5))
+    x = torch.tensor([-2.0, -1.5, -1.0, 0.0, 1.0, 1.5, 2.0], dtype=torch.float64, requires_grad=True)
+    (dx,) = torch.autograd.grad(_bias_act_ref(x, clamp=1.5).sum(), [x])
+    assert dx.tolist() == [0, 0, 1, 1, 1, 0, 0]
 
 
 def test_defaults_match_official_table():

@@ -114,7 +114,8 @@ def _bias_act_ref(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=N
     if gain != 1:
         x = x * gain
     if clamp >= 0:
-        x = x.clamp(-clamp, clamp)
+        # clamp() whose backward is one op (not three); zero gradient at exactly +-clamp, as in the CUDA kernel.
+        x = torch.nn.functional.hardtanh(x, -clamp, clamp)
     return x
 
 
