@@ -77,41 +77,24 @@ def _filter_size(f):
 
 
 # ----------------------------------------------------------------------------
-# Reference forward against the loops, over filters, factors, paddings, flips and gains.
+# Reference and CPU matmul forward against the loops, over filters, factors, paddings, flips and gains.
 
 
+@pytest.mark.parametrize('op', [_upfirdn2d_ref, upfirdn2d], ids=['ref', 'cpu_matmul'])
 @pytest.mark.parametrize('fname', FILTERS)
 @pytest.mark.parametrize('up,down', SCALINGS)
 @pytest.mark.parametrize('padding', PADDINGS)
-def test_ref_matches_loops(fname, up, down, padding):
+def test_forward_matches_loops(op, fname, up, down, padding):
     f = FILTERS[fname]
     x = _random([2, 3, 5, 4])
     fw, fh = _filter_size(f)
     if x.shape[2] * up[1] + padding[2] + padding[3] < fh or x.shape[3] * up[0] + padding[0] + padding[1] < fw:
         pytest.skip('padded input smaller than the filter')
     for flip_filter, gain in [(False, 1), (True, 0.5)]:
-        y = _upfirdn2d_ref(
-            x, f, up=list(up), down=list(down), padding=list(padding), flip_filter=flip_filter, gain=gain
-        )
+        y = op(x, f, up=list(up), down=list(down), padding=list(padding), flip_filter=flip_filter, gain=gain)
         f_np = np.ones([1, 1]) if f is None else f.numpy()
         expected = naive_upfirdn2d(x.numpy(), f_np, up, down, padding, flip_filter, gain)
         assert y.shape == expected.shape
-        np.testing.assert_allclose(y.numpy(), expected, rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize('fname', FILTERS)
-@pytest.mark.parametrize('up,down', SCALINGS)
-@pytest.mark.parametrize('padding', PADDINGS)
-def test_cpu_matmul_matches_loops(fname, up, down, padding):
-    f = FILTERS[fname]
-    x = _random([2, 3, 5, 4])
-    fw, fh = _filter_size(f)
-    if x.shape[2] * up[1] + padding[2] + padding[3] < fh or x.shape[3] * up[0] + padding[0] + padding[1] < fw:
-        pytest.skip('padded input smaller than the filter')
-    for flip_filter, gain in [(False, 1), (True, 0.5)]:
-        y = upfirdn2d(x, f, up=list(up), down=list(down), padding=list(padding), flip_filter=flip_filter, gain=gain)
-        f_np = np.ones([1, 1]) if f is None else f.numpy()
-        expected = naive_upfirdn2d(x.numpy(), f_np, up, down, padding, flip_filter, gain)
         np.testing.assert_allclose(y.numpy(), expected, rtol=1e-12, atol=1e-12)
 
 
