@@ -183,7 +183,7 @@ def main(argv=None):
         desc = f'cfg={cfg} res={res} batch={config["batch"]} channels={channels} aug={aug} device={device}'
         desc += f' threads={threads or torch.get_num_threads()}' + (' bf16' if cpu_bf16 else '')
         if official is None:
-            ours = time_training(config)
+            ours = run_worker(REPO_ROOT, config)
             print(f'ours:     {ours:8.2f} sec/kimg  ({desc}, {steps} steps after {warmup} warm-up)')
             print('official: skipped (pass --official PATH to a stylegan2-ada-pytorch checkout to compare)')
             return
