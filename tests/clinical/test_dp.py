@@ -61,6 +61,29 @@ def test_per_sample_gradients_equal_a_batch_of_one_loop(c_dim, r1_weight):
         torch.testing.assert_close(grads[name], expected[name], rtol=1e-10, atol=1e-13, msg=name)
 
 
+def test_per_sample_gradients_in_cpu_bfloat16_stay_near_fp32(monkeypatch):
+    """train.py's CPU bfloat16 blocks under --dp: each example's gradient, and its norm that clipping reads, stays
+    near fp32's. The CPU FIR matrices are first made inside the transforms here; made as wrapped tensors, their
+    reuse one level deeper (R1's input gradient) failed in bfloat16."""
+    from torch_utils.ops import upfirdn2d
+    from training import networks
+
+    upfirdn2d._axis_matrices.cache_clear()
+    torch.manual_seed(0)
+    D = Discriminator(c_dim=3, img_resolution=16, img_channels=1, channel_base=256, channel_max=16, num_fp16_res=2,
+                      conv_clamp=256, epilogue_kwargs=dict(mbstd_num_channels=0)).requires_grad_(True)  # fmt: skip
+    images, labels = torch.randn([6, 1, 16, 16]), torch.eye(3)[torch.arange(6) % 3]
+    rows = {}
+    for bf16 in (False, True):
+        monkeypatch.setattr(networks, 'cpu_bfloat16', bf16)
+        grads = dp.per_sample_gradients(D, dp._real_loss(2.5), images, labels, chunk_size=3)
+        rows[bf16] = torch.cat([g.flatten(1) for g in grads.values()], dim=1)
+    rows32, rows16 = rows[False], rows[True]
+    assert not torch.equal(rows16, rows32)  # bfloat16 really ran.
+    assert torch.nn.functional.cosine_similarity(rows16, rows32, dim=1).min() >= 0.99
+    torch.testing.assert_close(rows16.norm(dim=1), rows32.norm(dim=1), rtol=0.05, atol=0)
+
+
 def test_ops_take_their_reference_paths_under_torch_func(monkeypatch):
     monkeypatch.setattr(conv2d_gradfix, 'enabled', True)
     weight, seen = torch.randn([2, 3], requires_grad=True), []

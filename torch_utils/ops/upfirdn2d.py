@@ -200,13 +200,15 @@ def _upfirdn2d_matmul(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
 @functools.lru_cache(maxsize=512)
 def _axis_matrices(taps, h, w, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain, dtype):
     """(A_y^T [out_h, h], A_x [w, out_w]) in `dtype`, or None when the 2D filter is not a column times a row."""
-    f = torch.tensor(taps, dtype=torch.float64)
-    fy, fx = (f, f) if f.ndim == 1 else (f.sum(1), f.sum(0) / f.sum())
-    if f.ndim == 2 and not torch.allclose(torch.outer(fy, fx), f, rtol=1e-12, atol=0):
-        return None
-    ax = _axis_matrix(fx, w, upx, downx, padx0, padx1, flip_filter, gain**0.5)
-    ay = _axis_matrix(fy, h, upy, downy, pady0, pady1, flip_filter, gain**0.5)
-    return ay.t().contiguous().to(dtype), ax.to(dtype)
+    # Built outside any torch.func transform (DP-SGD asks inside one): cached tensors must not carry its level.
+    with torch._C._DisableFuncTorch():
+        f = torch.tensor(taps, dtype=torch.float64)
+        fy, fx = (f, f) if f.ndim == 1 else (f.sum(1), f.sum(0) / f.sum())
+        if f.ndim == 2 and not torch.allclose(torch.outer(fy, fx), f, rtol=1e-12, atol=0):
+            return None
+        ax = _axis_matrix(fx, w, upx, downx, padx0, padx1, flip_filter, gain**0.5)
+        ay = _axis_matrix(fy, h, upy, downy, pady0, pady1, flip_filter, gain**0.5)
+        return ay.t().contiguous().to(dtype), ax.to(dtype)
 
 
 def _axis_matrix(f, length, up, down, pad0, pad1, flip_filter, gain):
