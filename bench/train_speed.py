@@ -5,12 +5,13 @@ config. Each timing runs in a fresh subprocess with its tree first on sys.path, 
 --repeat times, and the ratio reported is the median of the pairs: on a shared machine one pair can be off by
 20%. Warm-up steps are excluded.
 
-With --cpu-bf16 ours runs its mixed-precision blocks in bfloat16 on the CPU (train.py --cpu-bf16); the official
-code has no CPU low-precision path and runs in fp32.
+Ours runs at train.py's default precision: on a CPU with native bfloat16 (avx512_bf16 or AMX) its mixed-precision
+blocks run in bfloat16, elsewhere in fp32; --cpu-bf16 0 times fp32 there too. The official code has no CPU
+low-precision path and runs in fp32.
 
 Example:
     python bench/train_speed.py --cfg=cpu --res=32 --batch=16
-    python bench/train_speed.py --official=~/src/stylegan2-ada-pytorch --cpu-bf16
+    python bench/train_speed.py --official=~/src/stylegan2-ada-pytorch --cpu-bf16 0
 """
 
 import json
@@ -21,12 +22,19 @@ import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+
 # ----------------------------------------------------------------------------
 # Benchmark config from train.py's presets (computed in the parent; workers only get plain JSON).
 
 
+def default_cpu_bf16(device):
+    """train.py's default: bfloat16 blocks for CPU training where the CPU computes bfloat16 natively."""
+    from training import config
+
+    return device == 'cpu' and config.cpu_has_native_bf16()
+
+
 def make_config(cfg, res, batch, channels, steps, warmup, device, aug, cpu_bf16=False):
-    sys.path.insert(0, REPO_ROOT)
     from training import config
 
     spec = config.resolve_auto_preset(config.CONFIG_PRESETS[cfg], res, 1)
@@ -131,6 +139,7 @@ def run_worker(code_root, config):
 
 
 def main(argv=None):
+    sys.path.insert(0, REPO_ROOT)
     import click
     import numpy as np
 
@@ -168,7 +177,10 @@ def main(argv=None):
         '--threads', help='CPU threads (0 = torch default)', metavar='INT', type=click.IntRange(min=0), default=0
     )
     @click.option('--official', help='stylegan2-ada-pytorch checkout to compare against', metavar='PATH', type=str)
-    @click.option('--cpu-bf16', help='Ours in bfloat16 on the CPU (as train.py --cpu-bf16)', is_flag=True)
+    @click.option(
+        '--cpu-bf16', help='Ours in bfloat16 on the CPU [default: as train.py, on where the CPU has it]',
+        metavar='BOOL', type=bool,
+    )  # fmt: skip
     @click.option(
         '--repeat', help='Alternating ours/official pairs', metavar='INT', type=click.IntRange(min=1), default=3,
         show_default=True,
@@ -178,10 +190,11 @@ def main(argv=None):
 
         if device == 'auto':
             device = 'cuda' if torch.cuda.is_available() else 'cpu'
+        cpu_bf16 = default_cpu_bf16(device) if cpu_bf16 is None else cpu_bf16
         config = make_config(cfg, res, batch, int(channels), steps, warmup, device, aug, cpu_bf16)
         config['threads'] = threads
         desc = f'cfg={cfg} res={res} batch={config["batch"]} channels={channels} aug={aug} device={device}'
-        desc += f' threads={threads or torch.get_num_threads()}' + (' bf16' if cpu_bf16 else '')
+        desc += f' threads={threads or torch.get_num_threads()}' + (' ours in bf16' if cpu_bf16 else '')
         if official is None:
             ours = run_worker(REPO_ROOT, config)
             print(f'ours:     {ours:8.2f} sec/kimg  ({desc}, {steps} steps after {warmup} warm-up)')

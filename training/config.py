@@ -55,7 +55,7 @@ CONFIG_PRESETS = {
 OPTION_DEFAULTS = dict(
     gpus=1, device='auto', snap=50, tick=4, metrics=(), seed=0, cond=False, subset=None, mirror=False,
     aug=None, p=None, target=None, ada_kimg=500, augpipe=None, resume='noresume', freezed=None,
-    fp32=False, cpu_bf16=False, nhwc=False, nobench=False, allow_tf32=False, workers=3, nonfinite_guard=True,
+    fp32=False, cpu_bf16=None, nhwc=False, nobench=False, allow_tf32=False, workers=3, nonfinite_guard=True,
     cond_sampling='data', clinical_loss=None, clinical_weight=None, clinical_public=False,
     dp=False, dp_epsilon=None, dp_delta=None, dp_noise=None, dp_clip=1.0, dp_accountant='prv', dp_mode='full',
 )  # fmt: skip
@@ -190,11 +190,19 @@ def setup_network_kwargs(c, spec, opts):
         c.G_kwargs.synthesis_kwargs.conv_clamp = c.D_kwargs.conv_clamp = None
     if opts.nhwc:
         c.G_kwargs.synthesis_kwargs.fp16_channels_last = c.D_kwargs.block_kwargs.fp16_channels_last = True
-    c.cpu_bf16 = bool(opts.cpu_bf16)
-    if c.cpu_bf16:
-        check_cpu_bf16(opts)
+    c.cpu_bf16 = resolve_cpu_bf16(opts)
     c.cudnn_benchmark = not opts.nobench
     c.allow_tf32 = bool(opts.allow_tf32)
+
+
+def resolve_cpu_bf16(opts):
+    """--cpu-bf16; unset, it is on where it pays (CPU training on a CPU with native bfloat16, unless --fp32): the
+    tests keep losses, gradients and DP-SGD's per-sample gradients near fp32 (tests/training, tests/clinical)."""
+    if opts.cpu_bf16 is None:
+        return opts.device == 'cpu' and not opts.fp32 and cpu_has_native_bf16()
+    if opts.cpu_bf16:
+        check_cpu_bf16(opts)
+    return bool(opts.cpu_bf16)
 
 
 def check_cpu_bf16(opts):

@@ -62,6 +62,7 @@ Output directory:   {c.run_dir}
 Training data:      {data.path}
 Training duration:  {c.total_kimg:g} kimg
 Number of ranks:    {c.num_gpus} ({c.device})
+Precision:          {precision_summary(c)}
 Number of images:   {data.max_size}
 Image resolution:   {data.resolution}
 Conditional model:  {data.use_labels}
@@ -70,6 +71,15 @@ Privacy:            {c.get('D_step_kwargs', {}).get('privacy', {}).get('summary'
 """)
     if dry_run:
         print('Dry run; exiting.')
+
+
+def precision_summary(c):
+    num = c.G_kwargs.synthesis_kwargs.get('num_fp16_res', 0)
+    if num == 0 or (c.device == 'cpu' and not c.get('cpu_bf16')):
+        return 'fp32'
+    if c.device == 'cpu':
+        return f'bfloat16 in the {num} highest-resolution blocks (this CPU has native bfloat16; --cpu-bf16=0 for fp32)'
+    return f'fp16 in the {num} highest-resolution blocks'
 
 
 def write_options(c):

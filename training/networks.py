@@ -1,10 +1,11 @@
 """StyleGAN2-ADA generator and discriminator (Karras et al. 2020), with the official class and attribute layout.
 
 Mixed precision (the `num_fp16_res` highest-resolution blocks in fp16) is a CUDA speed-up. On a CPU those blocks
-run in bfloat16 when `cpu_bfloat16` is set (train.py --cpu-bf16, for CPUs with native bfloat16) and in fp32
+run in bfloat16 when `cpu_bfloat16` is set (train.py's default on CPUs with native bfloat16) and in fp32
 otherwise, so the same network trains and samples on any device.
 """
 
+import contextlib
 import math
 
 import numpy as np
@@ -37,10 +38,21 @@ def check_resolution(resolution, minimum=4):
 
 # ----------------------------------------------------------------------------
 # Dtype of one block: when asked for low precision, fp16 on a CUDA device and bfloat16 on a CPU if cpu_bfloat16 is
-# set (process-wide, like torch.backends.cuda.matmul.allow_tf32); else full precision, which is the weights' dtype
-# (float32, or float64 in exactness tests). bfloat16 has fp32's range, so fp16's overflow guards are not needed.
+# set (process-wide, like torch.backends.cuda.matmul.allow_tf32, but only inside `bfloat16_on_cpu`, which the
+# training loop enters); else full precision, which is the weights' dtype (float32, or float64 in exactness
+# tests). bfloat16 has fp32's range, so fp16's overflow guards are not needed.
 
 cpu_bfloat16 = False
+
+
+@contextlib.contextmanager
+def bfloat16_on_cpu(enabled=True):
+    global cpu_bfloat16
+    previous, cpu_bfloat16 = cpu_bfloat16, bool(enabled)
+    try:
+        yield
+    finally:
+        cpu_bfloat16 = previous
 
 
 def _block_dtype(use_fp16, force_fp32, device, full=torch.float32):

@@ -88,56 +88,57 @@ def training_loop(
     group (gloo or nccl) must already be initialised when num_gpus > 1.
     """
     opts = dnnlib.EasyDict(locals())
-    device = setup_device(opts)
-    training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
-    policy = make_data_policy(is_private, cond_sampling)
-    if rank == 0:
-        reporting.print_dataset_summary(training_set, policy)
-    nets = setup_networks(opts, training_set, device)
-    state = checkpoint.load_networks(opts, nets) if resume_pkl is not None else None
-    broadcast_networks(nets, num_gpus)
-    loss, phases = setup_phases(opts, nets, device)
-    progress = checkpoint.restore_training_state(state, opts, nets, loss, phases)
-    start = progress.cur_nimg // num_gpus
-    data_iter = None if policy.is_private else setup_data_iterator(opts, training_set, device, start)
-    report = reporting.setup_reporting(opts, training_set, policy, nets, device, progress)
-    num_phases, z_dim = len(phases), nets.G.z_dim
+    with networks.bfloat16_on_cpu(cpu_bf16):  # Process-wide while training; restored on return.
+        device = setup_device(opts)
+        training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
+        policy = make_data_policy(is_private, cond_sampling)
+        if rank == 0:
+            reporting.print_dataset_summary(training_set, policy)
+        nets = setup_networks(opts, training_set, device)
+        state = checkpoint.load_networks(opts, nets) if resume_pkl is not None else None
+        broadcast_networks(nets, num_gpus)
+        loss, phases = setup_phases(opts, nets, device)
+        progress = checkpoint.restore_training_state(state, opts, nets, loss, phases)
+        start = progress.cur_nimg // num_gpus
+        data_iter = None if policy.is_private else setup_data_iterator(opts, training_set, device, start)
+        report = reporting.setup_reporting(opts, training_set, policy, nets, device, progress)
+        num_phases, z_dim = len(phases), nets.G.z_dim
 
-    while True:
-        set_random_seed(random_seed, rank, progress.cur_nimg)
-        batch = fetch_batch(data_iter, training_set, policy, opts, device, num_phases, z_dim)
-        for phase, gen_z, gen_c in zip(phases, batch.gen_z, batch.gen_c):
-            if progress.batch_idx % phase.interval == 0:
-                phase.step(batch.real_img, batch.real_c, gen_z, gen_c)
-        update_ema(nets, opts, progress.cur_nimg)
-        progress.cur_nimg += batch_size
-        progress.batch_idx += 1
-        if policy.reads_real_signs:
-            maybe_update_ada(nets.augment_pipe, loss, opts, progress.batch_idx)
+        while True:
+            set_random_seed(random_seed, rank, progress.cur_nimg)
+            batch = fetch_batch(data_iter, training_set, policy, opts, device, num_phases, z_dim)
+            for phase, gen_z, gen_c in zip(phases, batch.gen_z, batch.gen_c):
+                if progress.batch_idx % phase.interval == 0:
+                    phase.step(batch.real_img, batch.real_c, gen_z, gen_c)
+            update_ema(nets, opts, progress.cur_nimg)
+            progress.cur_nimg += batch_size
+            progress.batch_idx += 1
+            if policy.reads_real_signs:
+                maybe_update_ada(nets.augment_pipe, loss, opts, progress.batch_idx)
 
-        stop_reason = next((p.step.stop_reason for p in phases if getattr(p.step, 'stop_reason', None)), None)
-        done = progress.cur_nimg >= total_kimg * 1000 or stop_reason is not None
-        tick_end_nimg = progress.tick_start_nimg + kimg_per_tick * 1000
-        if not done and progress.cur_tick != 0 and progress.cur_nimg < tick_end_nimg:
-            continue
-        for phase in phases:  # Per-tick statistics of a phase step (e.g. DP-SGD's epsilon so far).
-            getattr(phase.step, 'report_tick', lambda: None)()
-        done = reporting.maybe_report(report, opts, nets, progress, device) or done
-        if guard_nonfinite:
-            reporting.check_finite(report, nets, progress)
-        snapshot = maybe_snapshot(report, opts, nets, loss, phases, progress, training_set, done)
-        reporting.maybe_evaluate_metrics(report, opts, snapshot, device)
-        reporting.finish_tick(report, progress.cur_nimg)
-        progress.update(cur_tick=progress.cur_tick + 1, tick_start_nimg=progress.cur_nimg)
-        if done:
-            break
+            stop_reason = next((p.step.stop_reason for p in phases if getattr(p.step, 'stop_reason', None)), None)
+            done = progress.cur_nimg >= total_kimg * 1000 or stop_reason is not None
+            tick_end_nimg = progress.tick_start_nimg + kimg_per_tick * 1000
+            if not done and progress.cur_tick != 0 and progress.cur_nimg < tick_end_nimg:
+                continue
+            for phase in phases:  # Per-tick statistics of a phase step (e.g. DP-SGD's epsilon so far).
+                getattr(phase.step, 'report_tick', lambda: None)()
+            done = reporting.maybe_report(report, opts, nets, progress, device) or done
+            if guard_nonfinite:
+                reporting.check_finite(report, nets, progress)
+            snapshot = maybe_snapshot(report, opts, nets, loss, phases, progress, training_set, done)
+            reporting.maybe_evaluate_metrics(report, opts, snapshot, device)
+            reporting.finish_tick(report, progress.cur_nimg)
+            progress.update(cur_tick=progress.cur_tick + 1, tick_start_nimg=progress.cur_nimg)
+            if done:
+                break
 
-    if num_gpus > 1:
-        reporting.report_rank_hashes(nets, rank)
-    if rank == 0:
-        stopped_early = stop_reason is not None and progress.cur_nimg < total_kimg * 1000
-        print(f'\nStopped early: {stop_reason}.' if stopped_early else '\nExiting...')
-    reporting.close_reporting(report)
+        if num_gpus > 1:
+            reporting.report_rank_hashes(nets, rank)
+        if rank == 0:
+            stopped_early = stop_reason is not None and progress.cur_nimg < total_kimg * 1000
+            print(f'\nStopped early: {stop_reason}.' if stopped_early else '\nExiting...')
+        reporting.close_reporting(report)
 
 
 # ----------------------------------------------------------------------------
@@ -156,7 +157,6 @@ def setup_device(opts):
     torch.backends.cudnn.benchmark = opts.cudnn_benchmark
     torch.backends.cuda.matmul.allow_tf32 = opts.allow_tf32
     torch.backends.cudnn.allow_tf32 = opts.allow_tf32
-    networks.cpu_bfloat16 = opts.cpu_bf16
     conv2d_gradfix.enabled = device.type == 'cuda'  # On CPUs torch's own convolution backward is 10-15% faster.
     if opts.batch_size % (opts.batch_gpu * opts.num_gpus) != 0:
         raise ValueError(f'batch_size {opts.batch_size} must be a multiple of batch_gpu * num_gpus')

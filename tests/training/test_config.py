@@ -6,7 +6,7 @@ import pytest
 
 import dnnlib
 from clinical.classifier import RadiographClassifier, save_classifier
-from training import config
+from training import config, launch
 
 
 def test_preset_fills_only_unset_options(tiny_dataset):
@@ -45,16 +45,24 @@ def test_foreign_resume_pickle_is_refused_before_training(tiny_dataset, tmp_path
     assert info.value.param == '--resume'
 
 
-def test_cpu_bf16_reaches_the_loop_only_where_it_pays(tiny_dataset, monkeypatch):
+def test_cpu_bf16_is_on_by_default_only_where_it_pays_and_is_tested(tiny_dataset, monkeypatch):
     data = tiny_dataset()
-    monkeypatch.setattr(config, 'cpu_has_native_bf16', lambda: True)
-    c = config.setup_training_config('cpu', data=data, device='cpu', cpu_bf16=True)
-    assert c.cpu_bf16 and c.G_kwargs.synthesis_kwargs.num_fp16_res == 4 and c.desc.endswith('-bf16')
-    assert not config.setup_training_config('cpu', data=data, device='cpu').cpu_bf16
+
+    def setup(native, **opts):
+        monkeypatch.setattr(config, 'cpu_has_native_bf16', lambda: native)
+        return config.setup_training_config('cpu', data=data, device='cpu', **opts)
+
+    c = setup(True)
+    assert c.cpu_bf16 and c.G_kwargs.synthesis_kwargs.num_fp16_res == 4 and not c.desc.endswith('-bf16')
+    assert launch.precision_summary(c).startswith('bfloat16 in the 4 highest-resolution blocks')
+    assert setup(True, cpu_bf16=True).desc.endswith('-bf16')
+    assert setup(True, dp=True, dp_noise=1.0, kimg=0.1).cpu_bf16  # Per-sample gradients are tested in bfloat16 too.
+    for native, opts in [(False, {}), (True, dict(fp32=True)), (True, dict(cpu_bf16=False))]:
+        c = setup(native, **opts)
+        assert not c.cpu_bf16 and launch.precision_summary(c) == 'fp32', (native, opts)
     for opts, native, message in [(dict(fp32=True), True, 'drop --fp32'), (dict(), False, 'without avx512_bf16')]:
-        monkeypatch.setattr(config, 'cpu_has_native_bf16', lambda native=native: native)
         with pytest.raises(dnnlib.UserError, match=message) as info:
-            config.setup_training_config('cpu', data=data, device='cpu', cpu_bf16=True, **opts)
+            setup(native, cpu_bf16=True, **opts)
         assert info.value.param == '--cpu-bf16'
 
 
