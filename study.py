@@ -357,8 +357,8 @@ def main(preset, outdir, **user):
     Presets (the options given here replace the preset's entries):
       demo   the embedded phantom at 32 px on a CPU: conditional, SpineGAN, lesion-type and DP arms, 8 kimg
              each of a small GAN (half cfg=cpu's channels, batch 8, no ADA): about 12 minutes on 2 cores
-      cpu    the phantom at 64 px, every arm, 200 kimg each: about 12 hours of GAN training on 2 cores
-             with bfloat16 (train.py's default where the CPU has it), 22 in fp32
+      cpu    the phantom at 64 px, every arm, 200 kimg each: a day or more on 2 cores, in bfloat16 where the
+             CPU has it (train.py's default)
       paper  256 px on every visible GPU with the study's settings: batch 16, gamma 0.8192, ADA target 0.6,
              augpipe bgcfnc, clinical weight 0.1
     OUTDIR/stages/ holds every stage's files; a rerun skips finished stages and resumes a killed GAN run.
