@@ -1,9 +1,9 @@
 """Training speed: sec/kimg of full StyleGAN2-ADA steps (Gmain, Greg, Dmain, Dreg, EMA) on synthetic data.
 
-Times our networks and loss; with --official PATH also times a stylegan2-ada-pytorch checkout at the same
-config. Each timing runs in a fresh subprocess with its tree first on sys.path, ours and official alternating
---repeat times, and the ratio reported is the median of the pairs: on a shared machine one pair can be off by
-20%. Warm-up steps are excluded.
+Times our networks and loss; with --official PATH also times a stylegan2-ada-pytorch checkout at the same config.
+Each timing runs in a fresh subprocess with its tree first on sys.path, ours and official alternating --repeat
+times, and the ratio reported is the median of the pairs: on a shared machine one pair can be off by 20%. Warm-up
+steps are excluded. On CUDA each timing also reports the peak memory allocated.
 
 Ours runs at train.py's default precision: on a CPU with native bfloat16 (avx512_bf16 or AMX) its mixed-precision
 blocks run in bfloat16, elsewhere in fp32; --cpu-bf16 0 times fp32 there too. The official code has no CPU
@@ -116,11 +116,12 @@ def time_training(config):
         step(batch_idx)
     sync()
     seconds = time.perf_counter() - start
-    return seconds / (config['steps'] * batch) * 1000
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == 'cuda' else None
+    return dict(sec_per_kimg=seconds / (config['steps'] * batch) * 1000, peak_mib=peak)
 
 
 def run_worker(code_root, config):
-    """Time `config` in a fresh interpreter with `code_root` first on sys.path; returns sec/kimg."""
+    """Time `config` in a fresh interpreter with `code_root` first on sys.path: {sec_per_kimg, peak_mib (CUDA)}."""
     script = (
         'import json, sys; sys.path.insert(0, sys.argv[1]); sys.path.insert(1, sys.argv[2]);'
         'from train_speed import time_training; print("RESULT", json.dumps(time_training(json.loads(sys.argv[3]))))'
@@ -132,6 +133,11 @@ def run_worker(code_root, config):
         tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
         raise RuntimeError(f'worker in {code_root} failed:\n' + '\n'.join(tail))
     return json.loads(lines[-1][len('RESULT ') :])
+
+
+def describe(result):
+    peak = f', peak {result["peak_mib"]:.0f} MiB' if result['peak_mib'] is not None else ''
+    return f'{result["sec_per_kimg"]:8.2f} sec/kimg{peak}'
 
 
 # ----------------------------------------------------------------------------
@@ -197,7 +203,7 @@ def main(argv=None):
         desc += f' threads={threads or torch.get_num_threads()}' + (' ours in bf16' if cpu_bf16 else '')
         if official is None:
             ours = run_worker(REPO_ROOT, config)
-            print(f'ours:     {ours:8.2f} sec/kimg  ({desc}, {steps} steps after {warmup} warm-up)')
+            print(f'ours:     {describe(ours)}  ({desc}, {steps} steps after {warmup} warm-up)')
             print('official: skipped (pass --official PATH to a stylegan2-ada-pytorch checkout to compare)')
             return
         if not os.path.isfile(os.path.join(official, 'training', 'networks.py')):
@@ -207,8 +213,8 @@ def main(argv=None):
         ratios = []
         for index in range(repeat):
             ours, theirs = run_worker(REPO_ROOT, config), run_worker(official, theirs_config)
-            ratios.append(ours / theirs)
-            print(f'pair {index + 1}: ours {ours:8.2f} sec/kimg, official {theirs:8.2f} (ratio {ratios[-1]:.2f})')
+            ratios.append(ours['sec_per_kimg'] / theirs['sec_per_kimg'])
+            print(f'pair {index + 1}: ours {describe(ours)}, official {describe(theirs)} (ratio {ratios[-1]:.2f})')
         print(f'ours/official = {np.median(ratios):.2f} (median of {repeat})')
 
     cli(args=argv)
