@@ -27,13 +27,6 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Benchmark config from train.py's presets (computed in the parent; workers only get plain JSON).
 
 
-def default_cpu_bf16(device):
-    """train.py's default: bfloat16 blocks for CPU training where the CPU computes bfloat16 natively."""
-    from training import config
-
-    return device == 'cpu' and config.cpu_has_native_bf16()
-
-
 def make_config(cfg, res, batch, channels, steps, warmup, device, aug, cpu_bf16=False):
     from training import config
 
@@ -194,9 +187,15 @@ def main(argv=None):
     def cli(cfg, res, batch, channels, steps, warmup, aug, device, threads, official, cpu_bf16, repeat):
         import torch
 
+        import dnnlib
+        from training import config as train_config
+
         if device == 'auto':
             device = 'cuda' if torch.cuda.is_available() else 'cpu'
-        cpu_bf16 = default_cpu_bf16(device) if cpu_bf16 is None else cpu_bf16
+        try:  # train.py's rule: unset = bfloat16 where the CPU has it natively.
+            cpu_bf16 = train_config.resolve_cpu_bf16(dnnlib.EasyDict(cpu_bf16=cpu_bf16, device=device, fp32=False))
+        except dnnlib.UserError as err:
+            raise click.BadParameter(str(err), param_hint='--cpu-bf16') from None
         config = make_config(cfg, res, batch, int(channels), steps, warmup, device, aug, cpu_bf16)
         config['threads'] = threads
         desc = f'cfg={cfg} res={res} batch={config["batch"]} channels={channels} aug={aug} device={device}'
