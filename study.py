@@ -62,16 +62,17 @@ ARMS = {
 
 # The measured best short-run recipe at 32 px on 2 CPU cores (the recipe table in the README): half the channels of
 # cfg=cpu and batch 8 (twice the steps per kimg); no path-length regularisation, style mixing or ADA, none of
-# which pays back within minutes. In fp32: bfloat16 (train.py's default on CPUs that have it) makes these small
-# networks only ~6% faster and left the demo's FIDs a little worse in every arm (README).
-SMALL_GAN = dict(channel_base=2048, channel_max=64, batch=8, pl_weight=0, style_mixing=0, aug='noaug', cpu_bf16=False)
+# which pays back within minutes. The demo runs it in fp32: bfloat16 (train.py's default on CPUs that have it) makes
+# these small networks only ~6% faster at 32 px and left the demo's FIDs a little worse in every arm (README). The
+# cpu preset runs it at 64 px (channel base doubled, so every block keeps its width) at train.py's default precision.
+SMALL_GAN = dict(channel_base=2048, channel_max=64, batch=8, pl_weight=0, style_mixing=0, aug='noaug')
 PRESETS = {
     'demo': dict(data='phantom:2000', resolution=32, cfg='cpu', kimg=8, tick=2, gpus=1,
                  arms='conditional,spinegan,lesion,dp', dp_epsilon=10, clf_epochs=10, synthetic_counts='all',
-                 mix_counts='500', test_fraction=0.2, holdout_fraction=0.1, gan=SMALL_GAN),
-    'cpu': dict(data='phantom:4000', resolution=64, cfg='cpu', kimg=200, tick=20, gpus=1, arms=','.join(ARMS),
+                 mix_counts='500', test_fraction=0.2, holdout_fraction=0.1, gan=dict(SMALL_GAN, cpu_bf16=False)),
+    'cpu': dict(data='phantom:4000', resolution=64, cfg='cpu', kimg=20, tick=4, gpus=1, arms=','.join(ARMS),
                 dp_epsilon=10, clf_epochs=20, synthetic_counts='500,1600,all', mix_counts='500,1600,all',
-                test_fraction=0.2, holdout_fraction=0.1, gan={}),
+                test_fraction=0.2, holdout_fraction=0.1, gan=dict(SMALL_GAN, channel_base=4096)),
     'paper': dict(data='phantom:10000', resolution=256, cfg='paper256', kimg=3000, tick=20, gpus=None,
                   arms=','.join(ARMS), dp_epsilon=10, clf_epochs=30, synthetic_counts='500,1600,all',
                   mix_counts='500,1600,all', test_fraction=0.2, holdout_fraction=0.1,
@@ -357,8 +358,8 @@ def main(preset, outdir, **user):
     Presets (the options given here replace the preset's entries):
       demo   the embedded phantom at 32 px on a CPU: conditional, SpineGAN, lesion-type and DP arms, 8 kimg
              each of a small GAN (half cfg=cpu's channels, batch 8, no ADA): about 12 minutes on 2 cores
-      cpu    the phantom at 64 px, every arm, 200 kimg each: a day or more on 2 cores, in bfloat16 where the
-             CPU has it (train.py's default)
+      cpu    the phantom at 64 px, every arm, 20 kimg each of the demo's small GAN (channels kept at 64 px),
+             in bfloat16 where the CPU has it (train.py's default): about 2 hours on 2 cores
       paper  256 px on every visible GPU with the study's settings: batch 16, gamma 0.8192, ADA target 0.6,
              augpipe bgcfnc, clinical weight 0.1
     OUTDIR/stages/ holds every stage's files; a rerun skips finished stages and resumes a killed GAN run.
