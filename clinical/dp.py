@@ -321,7 +321,7 @@ class DPDiscriminatorStep:
         images = np.stack([img for img, _ in samples]) if samples else np.zeros(shape, np.uint8)
         labels = np.stack([c for _, c in samples]) if samples else np.zeros([0, self.training_set.label_dim])
         images = torch.from_numpy(images).to(device).to(torch.float32) / 127.5 - 1
-        labels = torch.from_numpy(labels).to(device).to(torch.float32).reshape(len(items), -1)
+        labels = torch.from_numpy(labels).to(device).to(torch.float32)
         return images, labels, rows
 
     def state_dict(self):

@@ -204,9 +204,9 @@ class AugmentPipe(torch.nn.Module):
         self.register_buffer('Hz_fbank', torch.as_tensor(fbank, dtype=torch.float32))
 
     def forward(self, images):
-        """Augments a batch [N, C, H, W] (values around [-1, 1]); identity when p == 0."""
+        """Augments a batch [N, C, H, W] (values around [-1, 1]); identity when p == 0 or N == 0."""
         assert isinstance(images, torch.Tensor) and images.ndim == 4
-        if float(self.p) == 0:
+        if float(self.p) == 0 or images.shape[0] == 0:
             return images
         if self.xflip > 0 or self.rotate90 > 0 or self.xint > 0:
             images = self._blit(images)
