@@ -64,7 +64,7 @@ ARMS = {
 # cfg=cpu and batch 8 (twice the steps per kimg); no path-length regularisation, style mixing or ADA, none of
 # which pays back within minutes. The demo runs it in fp32: bfloat16 (train.py's default on CPUs that have it) makes
 # these small networks only ~6% faster at 32 px and left the demo's FIDs a little worse in every arm (README). The
-# cpu preset runs it at 64 px (channel base doubled, so every block keeps its width) at train.py's default precision.
+# cpu preset runs it at 64 px (channel base doubled: 64 channels in every block) at train.py's default precision.
 SMALL_GAN = dict(channel_base=2048, channel_max=64, batch=8, pl_weight=0, style_mixing=0, aug='noaug')
 PRESETS = {
     'demo': dict(data='phantom:2000', resolution=32, cfg='cpu', kimg=8, tick=2, gpus=1,
@@ -358,8 +358,9 @@ def main(preset, outdir, **user):
     Presets (the options given here replace the preset's entries):
       demo   the embedded phantom at 32 px on a CPU: conditional, SpineGAN, lesion-type and DP arms, 8 kimg
              each of a small GAN (half cfg=cpu's channels, batch 8, no ADA): about 12 minutes on 2 cores
-      cpu    the phantom at 64 px, every arm, 20 kimg each of the demo's small GAN (channels kept at 64 px),
-             in bfloat16 where the CPU has it (train.py's default): about 2 hours on 2 cores
+      cpu    the phantom at 64 px, every arm, 20 kimg each of the demo's small GAN (64 channels in every
+             block), in bfloat16 where the CPU has it (train.py's default): hours on 2 cores (2 h for the
+             five arms of the Kermany subtype task; the phantom has six arms and more images per classifier)
       paper  256 px on every visible GPU with the study's settings: batch 16, gamma 0.8192, ADA target 0.6,
              augpipe bgcfnc, clinical weight 0.1
     OUTDIR/stages/ holds every stage's files; a rerun skips finished stages and resumes a killed GAN run.
