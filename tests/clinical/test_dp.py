@@ -314,7 +314,7 @@ def test_training_stops_at_the_privacy_budget(private_run, tiny_training_kwargs,
 
 
 def test_an_empty_poisson_sample_takes_a_noise_only_step(tiny_dataset, tiny_training_kwargs, tmp_path, monkeypatch):
-    # At q 0.012 and 453 patients (Kermany at 64 px), about 1 step in 270 samples nobody; that step crashed.
+    # At q 0.012 and 453 patients (Kermany at 64 px), about 1 step in 270 draws no patient; such a step crashed.
     monkeypatch.setattr(dp.UnitSampler, 'sample', lambda self: ([], np.zeros([0], np.int64)))
     data = tiny_dataset(path=tmp_path / 'data.zip', class_names=['left', 'right'])
     plan = dp.plan_privacy(16, 16, 4, steps=4, noise=1.0, accountant='rdp')
