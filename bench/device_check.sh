@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # One GPU session, run once (15 min of device time in all): build and check the fused ops against the
-# reference, run the GPU tests, time training, and train a short fp16 run whose snapshot comes back to $OUT.
+# reference, run the GPU tests, time training (beside the official stylegan2-ada-pytorch when its checkout is
+# at $OFFICIAL: sec/kimg and peak memory, two alternating pairs each), and train a short fp16 run whose
+# snapshot comes back to $OUT.
 #   bash bench/device_check.sh        (on a CUDA machine; results and logs under $OUT)
+# The official tree travels inside the checkout, ignored by git; here, in the repository root:
+#   echo /.official/ >> .git/info/exclude; cp -r PATH/TO/stylegan2-ada-pytorch .official   (then carry .official)
 set -u
 OUT=${OUT:-/tmp/spinegan_device}
+OFFICIAL=${OFFICIAL:-.official}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 SPINEGAN_OPS_CACHE_DIR=/tmp/spinegan_ops MAX_JOBS=16
 step() { echo; echo "=== $1"; }
@@ -18,9 +23,12 @@ timeout 300 python3 bench/gpu_ops_check.py 2>&1 | tee "$OUT/gpu_ops_check.log"
 step 'GPU tests'
 timeout 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests/torch_utils 2>&1 | tail -4 | tee "$OUT/gpu_tests.log"
 
-step 'training speed (sec/kimg)'
-for args in '--cfg cpu --res 32 --batch 16' '--cfg paper256 --res 256 --batch 32'; do
-    timeout 120 python3 bench/train_speed.py --device cuda --steps 10 --warmup 3 $args 2>&1 | grep ours | tee -a "$OUT/train_speed.log"
+step 'training speed (sec/kimg, peak memory)'
+if [ -f "$OFFICIAL/training/networks.py" ]; then beside="--official $OFFICIAL --repeat 2"; else beside=''; fi
+for args in '--cfg cpu --res 32 --batch 16' '--cfg cpu --res 64 --batch 16' '--cfg paper256 --res 256 --batch 32'; do
+    echo "=== $args" >> "$OUT/train_speed.log"
+    timeout 170 python3 bench/train_speed.py --device cuda --steps 20 --warmup 5 $beside $args 2>&1 | tail -4 \
+        | tee -a "$OUT/train_speed.log"
 done
 
 step 'short conditional fp16 training run, then a resume from its middle snapshot'
