@@ -26,7 +26,7 @@ timeout 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests/torch_utils 2>
 step 'training speed (sec/kimg, peak memory)'
 if [ -f "$OFFICIAL/training/networks.py" ]; then beside="--official $OFFICIAL --repeat 2"; else beside=''; fi
 for args in '--cfg cpu --res 32 --batch 16' '--cfg cpu --res 64 --batch 16' '--cfg paper256 --res 256 --batch 32'; do
-    echo "=== $args" >> "$OUT/train_speed.log"
+    echo "=== $args" | tee -a "$OUT/train_speed.log"
     timeout 170 python3 bench/train_speed.py --device cuda --steps 20 --warmup 5 $beside $args 2>&1 | tail -4 \
         | tee -a "$OUT/train_speed.log"
 done
