@@ -25,10 +25,10 @@ from clinical.classifier_training import fit_and_save  # noqa: E402
 
 
 def stage_inputs(study, name):
-    path = os.path.join(study, 'stages', name, 'inputs.json')
-    if not os.path.exists(os.path.join(study, 'stages', name, 'done.json')):
-        raise click.ClickException(f'{os.path.dirname(path)}: not a finished study stage')
-    return json.load(open(path))['inputs']
+    folder = os.path.join(study, 'stages', name)
+    if not os.path.exists(os.path.join(folder, 'done.json')):
+        raise click.ClickException(f'{folder}: not a finished study stage')
+    return json.load(open(os.path.join(folder, 'inputs.json')))['inputs']
 
 
 def train(folder, training_set, inputs, seed):
