@@ -19,7 +19,7 @@ from cli_utils import finite_float, resolve_device, user_errors
 from clinical import classifier_report, dp
 from clinical.classifier import ARCHS
 from clinical.classifier_data import assemble_training_set
-from clinical.classifier_training import fit_and_save
+from clinical.classifier_training import fit_ensemble
 
 # ----------------------------------------------------------------------------
 # Option parsing shared by the subcommands.
@@ -114,6 +114,8 @@ def main():
 @click.option('--xflip', is_flag=True, help='Augment with horizontal flips')
 @click.option('--init', 'init_weights', metavar='FILE', help='Start from these weights (.pkl, .pt, .safetensors)')
 @click.option('--seed', type=click.IntRange(min=0), metavar='INT', default=0, show_default=True, help='Random seed')
+@click.option('--ensemble', type=click.IntRange(min=1), metavar='INT', default=1, show_default=True,
+              help='Train this many (seeds --seed, --seed+1, ...), saved as one: their mean probability')  # fmt: skip
 @click.option('--overwrite', is_flag=True, help='Replace an existing classifier.pkl in --outdir')
 @click.option('--dp', 'use_dp', is_flag=True, help='DP-SGD (no validation split or epoch choice; see train.py --dp)')
 @click.option('--dp-epsilon', type=finite_float(0, min_open=True), metavar='FLOAT', help='Budget: sigma spends it')
@@ -124,7 +126,8 @@ def main():
 @click.option('--dp-accountant', type=click.Choice(dp.ACCOUNTANTS), default='prv', show_default=True, help='Accountant')
 @click.option('--dp-mode', type=click.Choice(dp.MODES), default='full', show_default=True, help='Ablation arm')
 @device_option
-def train(data, synthetic, num, prior, trunc, classes, outdir, overwrite, seed, val_fraction, device, **kwargs):
+def train(data, synthetic, num, prior, trunc, classes, outdir, overwrite, seed, ensemble, val_fraction, device,
+          **kwargs):  # fmt: skip
     """Train a classifier; the best epoch is chosen on a validation split taken (patient-aware) from the data.
 
     \b
@@ -138,6 +141,9 @@ def train(data, synthetic, num, prior, trunc, classes, outdir, overwrite, seed, 
     if kwargs['use_dp'] and synthetic is not None:
         raise click.BadParameter('DP-SGD protects real images; synthetic ones carry their generator\'s privacy',
                                  param_hint='--dp')  # fmt: skip
+    if kwargs['use_dp'] and ensemble > 1:
+        raise click.BadParameter('each member of a DP-SGD ensemble would spend the budget again',
+                                 param_hint='--ensemble')  # fmt: skip
     if kwargs['init_weights'] is not None and not os.path.isfile(kwargs['init_weights']):
         raise click.BadParameter(f'{kwargs["init_weights"]}: no such file', param_hint='--init')
     with user_errors():
@@ -150,14 +156,15 @@ def train(data, synthetic, num, prior, trunc, classes, outdir, overwrite, seed, 
         privacy = plan_classifier_privacy(image_set, kwargs['batch_size'], kwargs['epochs'], **dp_flags)
         if privacy is not None:
             click.echo(dp.describe_plan(privacy))
-        meta = fit_and_save(image_set, outdir, val_fraction=val_fraction, seed=seed, device=device, privacy=privacy,
-                            **kwargs)  # fmt: skip
+        meta = fit_ensemble(image_set, outdir, seeds=range(seed, seed + ensemble), val_fraction=val_fraction,
+                            device=device, privacy=privacy, **kwargs)  # fmt: skip
     if privacy is not None:
         click.echo(f'Privacy: {dp.describe_release(meta["dp"])}; wrote {outdir}/classifier.pkl')
         return
-    click.echo(
-        f'Best validation AUC {meta["val_auc"]:.4f} ({meta["split"]["val"]} images); wrote {outdir}/classifier.pkl'
-    )
+    for member in meta.get('members') or [meta]:
+        val = f'{member["val_auc"]:.4f} ({member["split"]["val"]} images)'
+        click.echo(f'Seed {member["seed"]}: best validation AUC {val}')
+    click.echo(f'Wrote {outdir}/classifier.pkl' + (f' (an ensemble of {ensemble})' if ensemble > 1 else ''))
 
 
 def plan_classifier_privacy(image_set, batch_size, epochs, use_dp, **flags):

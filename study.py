@@ -7,6 +7,8 @@ resumes exactly from its last snapshot; changed inputs redo a stage and what dep
     gan-<arm>       conditional StyleGAN2-ADA, SpineGAN (+ clinical loss, the baseline as its classifier),
                     lesion-type conditional (phantom and VinDr sources), DP arms
     clf-<arm>-<set> classifiers on synthetic-only and real+synthetic sets, judged on test against the baseline
+Each classifier is an ensemble of --clf-ensemble members trained with consecutive seeds (one in the demo): a single
+classifier's test AUC moves by several hundredths with its seed alone.
 Writes OUTDIR/report.md, OUTDIR/report.json and OUTDIR/auc.png. No GAN and no model choice ever sees test.
 
 Examples:
@@ -34,7 +36,7 @@ import dnnlib
 from cli_utils import user_errors
 from clinical import classifier_report
 from clinical.classifier_data import assemble_training_set
-from clinical.classifier_training import fit_and_save
+from clinical.classifier_training import fit_ensemble
 from clinical.data.writer import DatasetWriter
 from clinical.dp import describe_release
 from generate import save_png
@@ -68,14 +70,16 @@ ARMS = {
 SMALL_GAN = dict(channel_base=2048, channel_max=64, batch=8, pl_weight=0, style_mixing=0, aug='noaug')
 PRESETS = {
     'demo': dict(data='phantom:2000', resolution=32, cfg='cpu', kimg=8, tick=2, gpus=1,
-                 arms='conditional,spinegan,lesion,dp', dp_epsilon=10, clf_epochs=10, synthetic_counts='all',
-                 mix_counts='500', test_fraction=0.2, holdout_fraction=0.1, gan=dict(SMALL_GAN, cpu_bf16=False)),
+                 arms='conditional,spinegan,lesion,dp', dp_epsilon=10, clf_epochs=10, clf_ensemble=1,
+                 synthetic_counts='all', mix_counts='500', test_fraction=0.2, holdout_fraction=0.1,
+                 gan=dict(SMALL_GAN, cpu_bf16=False)),
     'cpu': dict(data='phantom:4000', resolution=64, cfg='cpu', kimg=20, tick=4, gpus=1, arms=','.join(ARMS),
-                dp_epsilon=10, clf_epochs=20, synthetic_counts='500,1600,all', mix_counts='500,1600,all',
-                test_fraction=0.2, holdout_fraction=0.1, gan=dict(SMALL_GAN, channel_base=4096)),
+                dp_epsilon=10, clf_epochs=20, clf_ensemble=3, synthetic_counts='500,1600,all',
+                mix_counts='500,1600,all', test_fraction=0.2, holdout_fraction=0.1,
+                gan=dict(SMALL_GAN, channel_base=4096)),
     'paper': dict(data='phantom:10000', resolution=256, cfg='paper256', kimg=3000, tick=20, gpus=None,
-                  arms=','.join(ARMS), dp_epsilon=10, clf_epochs=30, synthetic_counts='500,1600,all',
-                  mix_counts='500,1600,all', test_fraction=0.2, holdout_fraction=0.1,
+                  arms=','.join(ARMS), dp_epsilon=10, clf_epochs=30, clf_ensemble=5,
+                  synthetic_counts='500,1600,all', mix_counts='500,1600,all', test_fraction=0.2, holdout_fraction=0.1,
                   gan=dict(batch=16, gamma=0.8192, target=0.6, augpipe='bgcfnc')),
 }  # fmt: skip
 CLINICAL_WEIGHT = 0.1  # The study's lambda.
@@ -197,15 +201,20 @@ def _write_subset(whole, meta, names, folder, split):
 # Classifiers: trained on one set, judged on the test split, compared (DeLong) with the real baseline.
 
 
-def train_and_judge(folder, c, test, baseline=None, arch='resnet', seed_offset=0, **training_set):
+def train_and_judge(folder, c, test, baseline=None, arch='resnet', seed_offset=0, ensemble=1, **training_set):
+    """An ensemble of `ensemble` classifiers (seeds seed, seed+1, ...; one = a single classifier) on one set."""
     seed = c.seed + seed_offset
     with user_errors():
         image_set = assemble_training_set(seed=seed, **training_set)
-        fit_and_save(image_set, folder, seed=seed, arch=arch, epochs=c.clf_epochs, resolution=c.resolution)
+        meta = fit_ensemble(image_set, folder, seeds=range(seed, seed + ensemble), keep_finished=True, arch=arch,
+                            epochs=c.clf_epochs, resolution=c.resolution)  # fmt: skip
         pkl = os.path.join(folder, 'classifier.pkl')
         report = classifier_report.evaluate(pkl, test, folder, seed=c.seed)
         result = dict(classifier=pkl, eval=os.path.join(folder, 'eval.json'), num_images=len(image_set),
                       auc=report['auc'], ci_low=report['ci_low'], ci_high=report['ci_high'])  # fmt: skip
+        if 'members' in meta:  # How much one classifier's AUC moves with its seed alone.
+            result['member_aucs'] = [classifier_report.evaluate(member['path'], test, seed=c.seed)['auc']
+                                     for member in meta['members']]  # fmt: skip
         if baseline is not None:
             rows, _curves = classifier_report.compare([baseline, pkl], test, seed=c.seed)
             result.update({key: rows[1][key] for key in ('diff', 'diff_low', 'diff_high', 'p_value')})
@@ -299,11 +308,13 @@ def _counts(text):
 def run_study(c, outdir):
     data = run_stage(outdir, 'data', _data_inputs(c), functools.partial(prepare_data, c=c))
     paths, num_real = data['paths'], sum(data['counts']['gan_train'])
-    judge = functools.partial(train_and_judge, c=c, test=paths['test'])
+    judge = functools.partial(train_and_judge, c=c, test=paths['test'], ensemble=c.clf_ensemble)
     clf_inputs = dict(data=data, seed=c.seed, epochs=c.clf_epochs, resolution=c.resolution)
-    baseline = run_stage(outdir, 'baseline', clf_inputs, functools.partial(judge, data=paths['gan_train']))
+    judged = dict(clf_inputs, ensemble=c.clf_ensemble)
+    baseline = run_stage(outdir, 'baseline', judged, functools.partial(judge, data=paths['gan_train']))
     features = run_stage(outdir, 'features', dict(clf_inputs, arch='vgg'),  # Not the clinical loss's classifier.
-                         functools.partial(judge, data=paths['gan_train'], arch='vgg', seed_offset=1))  # fmt: skip
+                         functools.partial(judge, data=paths['gan_train'], arch='vgg', seed_offset=1,
+                                           ensemble=1))  # fmt: skip
     arms = {}
     for arm in c.arms:
         lesion = data.get('lesion') if ARMS[arm].get('lesion') else None
@@ -314,6 +325,8 @@ def run_study(c, outdir):
         gan_inputs = dict(clf_inputs, arm=ARMS[arm], cfg=c.cfg, kimg=c.kimg, gan=c.gan)
         if ARMS[arm].get('dp'):
             gan_inputs['dp_epsilon'] = c.dp_epsilon
+        if ARMS[arm].get('clinical'):
+            gan_inputs['clinical_ensemble'] = c.clf_ensemble  # The baseline is the clinical loss's classifier.
         train = functools.partial(train_gan, c=c, arm=arm, data=arm_paths['gan_train'],
                                   clinical_pkl=baseline['classifier'], feature_pkl=features['classifier'])  # fmt: skip
         gan = run_stage(outdir, f'gan-{arm}', gan_inputs, train)
@@ -322,7 +335,7 @@ def run_study(c, outdir):
         arms[arm]['classifiers'] = {}
         for name, kwargs in synthetic_sets(c, gan, paths['gan_train'], num_real, lesion).items():
             work = functools.partial(judge, baseline=baseline['classifier'], **kwargs)
-            inputs = dict(clf_inputs, gan=gan, set=kwargs)
+            inputs = dict(judged, gan=gan, set=kwargs)
             arms[arm]['classifiers'][name] = run_stage(outdir, f'clf-{arm}-{name}', inputs, work)
     report = dict(config=c, data=data, baseline=baseline, features=features, arms=arms)
     write_report(outdir, report)
@@ -347,6 +360,8 @@ def _data_inputs(c):
 @click.option('--kimg', type=click.FloatRange(min=0, min_open=True), metavar='KIMG', help='GAN training length')
 @click.option('--arms', metavar='LIST', help=f'GAN arms to run, of {",".join(ARMS)}')
 @click.option('--clf-epochs', type=click.IntRange(min=1), metavar='INT', help='Classifier training epochs')
+@click.option('--clf-ensemble', type=click.IntRange(min=1), metavar='INT',
+              help='Classifiers per training set (seeds), judged as one: their mean probability')  # fmt: skip
 @click.option('--dp-epsilon', type=click.FloatRange(min=0, min_open=True), metavar='FLOAT', help='DP arm budget')
 @click.option('--gpus', type=click.IntRange(min=1), metavar='INT', help='GPUs per GAN run [default: all visible]')
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, metavar='INT', help='Random seed')
@@ -363,6 +378,7 @@ def main(preset, outdir, **user):
              five arms of the Kermany subtype task; the phantom has six arms and more images per classifier)
       paper  256 px on every visible GPU with the study's settings: batch 16, gamma 0.8192, ADA target 0.6,
              augpipe bgcfnc, clinical weight 0.1
+    Classifiers are ensembles of 3 (cpu) or 5 (paper) seeds; the demo trains single classifiers.
     OUTDIR/stages/ holds every stage's files; a rerun skips finished stages and resumes a killed GAN run.
     """
     torch.set_num_threads(min(torch.get_num_threads(), os.cpu_count() or 1))

@@ -43,7 +43,7 @@ def summary_lines(outdir, report, figures):
         f'{data["patients"]} patients, split by patient: {counts}. No GAN and no model choice saw the test split.', '',
         f'Real baseline (trained on GAN-train, judged on test): AUC [{base["auc"]:.3f}]({rel(base["eval"])}) '
         f'(95% CI {base["ci_low"]:.3f}-{base["ci_high"]:.3f}), [classifier]({rel(base["classifier"])}). '
-        f'GAN arms trained {config["kimg"]:g} kimg each.', '',
+        f'GAN arms trained {config["kimg"]:g} kimg each.{_ensemble_note(config)}', '',
     ]  # fmt: skip
     lines += [f'![{title}]({name})' for name, title in figures.items()] + ['']
     for arm, result in report['arms'].items():
@@ -54,23 +54,38 @@ def summary_lines(outdir, report, figures):
     return lines + ['']
 
 
+def _ensemble_note(config):
+    if config['clf_ensemble'] == 1:
+        return ''
+    return (
+        f' Each classifier is an ensemble of {config["clf_ensemble"]} trained with consecutive seeds (the mean of '
+        'their probabilities); "members" gives the range of their single test AUCs.'
+    )
+
+
 def auc_table(outdir, report):
     rel = lambda path: os.path.relpath(path, outdir)  # noqa: E731
-    lines = ['## Synthetic learning: classifiers on the real test split', '',
-             '| arm | privacy | training set | images | test AUC (95% CI) | minus real (95% CI) | DeLong p |',
-             '|---|---|---|---|---|---|---|']  # fmt: skip
+    spread = report['config']['clf_ensemble'] > 1  # A column for the range of the members' own AUCs.
+    members = lambda row: [_members(row)] if spread else []  # noqa: E731
+    auc = lambda row: f'[{row["auc"]:.3f}]({rel(row["eval"])}) ({row["ci_low"]:.3f}-{row["ci_high"]:.3f})'  # noqa: E731
+    head = ['arm', 'privacy', 'training set', 'images', 'test AUC (95% CI)', *(['members'] if spread else []),
+            'minus real (95% CI)', 'DeLong p']  # fmt: skip
     base = report['baseline']
-    lines.append(f'| real | no DP | GAN-train | - | [{base["auc"]:.3f}]({rel(base["eval"])}) '
-                 f'({base["ci_low"]:.3f}-{base["ci_high"]:.3f}) | | |')  # fmt: skip
+    rows = [['real', 'no DP', 'GAN-train', '-', auc(base), *members(base), '', '']]
     for arm, result in report['arms'].items():
         gan = result['gan']
         for name, row in result['classifiers'].items():
-            lines.append(
-                f'| [{arm}]({rel(gan["snapshot"])}) | {short_privacy(gan)} | {name} | {row["num_images"]} | '
-                f'[{row["auc"]:.3f}]({rel(row["eval"])}) ({row["ci_low"]:.3f}-{row["ci_high"]:.3f}) | '
-                f'{row["diff"]:+.3f} ({row["diff_low"]:+.3f} to {row["diff_high"]:+.3f}) | {row["p_value"]:.3g} |'
-            )
-    return lines + ['']
+            diff = f'{row["diff"]:+.3f} ({row["diff_low"]:+.3f} to {row["diff_high"]:+.3f})'
+            rows.append([f'[{arm}]({rel(gan["snapshot"])})', short_privacy(gan), name, str(row['num_images']),
+                         auc(row), *members(row), diff, f'{row["p_value"]:.3g}'])  # fmt: skip
+    lines = ['## Synthetic learning: classifiers on the real test split', '', '| ' + ' | '.join(head) + ' |',
+             '|---' * len(head) + '|']  # fmt: skip
+    return lines + ['| ' + ' | '.join(cells) + ' |' for cells in rows] + ['']
+
+
+def _members(row):
+    aucs = row['member_aucs']
+    return f'{min(aucs):.3f}-{max(aucs):.3f}'
 
 
 def metrics_table(outdir, report):

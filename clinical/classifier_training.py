@@ -17,7 +17,9 @@ from tqdm import tqdm
 
 from clinical import dp, evaluation
 from clinical.classifier import (
+    ClassifierEnsemble,
     RadiographClassifier,
+    load_classifier,
     load_weights,
     per_sample_loss,
     save_classifier,
@@ -222,6 +224,40 @@ def fit_and_save(image_set: ImageSet, outdir: str, *, val_fraction=0.15, seed=0,
     os.makedirs(outdir, exist_ok=True)
     save_classifier(os.path.join(outdir, 'classifier.pkl'), net, metadata)
     return metadata
+
+
+# ----------------------------------------------------------------------------
+# An ensemble: one member per seed (each with its own validation split), saved as one classifier.
+
+
+def fit_ensemble(image_set: ImageSet, outdir: str, *, seeds, keep_finished=False, **fit_kwargs):
+    """Train a member per seed into `outdir/seed-S/classifier.pkl` and write their ClassifierEnsemble to
+    `outdir/classifier.pkl`; returns its metadata. One seed is a plain fit_and_save. `keep_finished`: reuse members
+    already written (a resumed run whose inputs are known to be unchanged). Its operating threshold is the mean of
+    the members' validation thresholds: no validation image is unseen by every member."""
+    seeds = list(seeds)
+    if len(seeds) == 1:
+        return fit_and_save(image_set, outdir, seed=seeds[0], **fit_kwargs)
+    if fit_kwargs.get('privacy') is not None:
+        raise ValueError('an ensemble of DP-SGD classifiers would spend the budget once per member')
+    members, records = [], []
+    for seed in seeds:
+        path = os.path.join(outdir, f'seed-{seed}', 'classifier.pkl')
+        if not (keep_finished and os.path.exists(path)):
+            fit_and_save(image_set, os.path.dirname(path), seed=seed, **fit_kwargs)
+        net, meta = load_classifier(path)
+        members.append(net)
+        records.append({key: meta[key] for key in ('seed', 'split', 'val_auc', 'val_threshold')} | dict(path=path))
+    metadata = dict(meta, history=None, seed=seeds[0], members=records, val_auc=_mean_of(records, 'val_auc'),
+                    val_threshold=_mean_of(records, 'val_threshold'))  # fmt: skip
+    del metadata['sha256'], metadata['split']
+    save_classifier(os.path.join(outdir, 'classifier.pkl'), ClassifierEnsemble(members), metadata)
+    return metadata
+
+
+def _mean_of(records, key):
+    values = [record[key] for record in records if record[key] is not None]
+    return float(np.mean(values)) if values else None
 
 
 # ----------------------------------------------------------------------------

@@ -6,12 +6,17 @@ import json
 import os
 import pickle
 
+import numpy as np
 import pytest
+import sklearn.metrics
+import torch
 from click.testing import CliRunner
 
 import classify
 import dataset_tool
 from clinical.classifier import load_classifier
+from clinical.classifier_data import load_image_set
+from clinical.classifier_training import predict
 from training import training_loop
 
 # ----------------------------------------------------------------------------
@@ -71,6 +76,33 @@ def test_compare_prints_a_paired_table(phantom):
     rows = json.loads((out / 'compare.json').read_text())['rows']
     assert 'p_value' not in rows[0] and 0 <= rows[1]['p_value'] <= 1
     assert rows[1]['diff'] == pytest.approx(rows[1]['auc'] - rows[0]['auc'], abs=1e-9)
+
+
+def test_an_ensemble_holds_the_single_runs_and_predicts_their_mean(phantom):
+    out = phantom['root'] / 'ensemble'
+    output = _run(classify.main, ['train', '--data', phantom['train'], '--outdir', out, '--arch', 'vgg', '--epochs', 3,
+                                  '--resolution', 32, '--seed', 1, '--ensemble', 2])  # fmt: skip
+    assert 'Seed 1: best validation AUC' in output and 'Seed 2:' in output and 'an ensemble of 2' in output
+    ensemble, meta = load_classifier(str(out / 'classifier.pkl'))
+    single, _meta = load_classifier(str(phantom['vgg']))  # The fixture's run: the same options, seed 1.
+    first = ensemble.members[0].state_dict()
+    assert all(torch.equal(first[name], value) for name, value in single.state_dict().items())
+    assert [m['seed'] for m in meta['members']] == [1, 2] and (out / 'seed-2' / 'classifier.pkl').exists()
+    thresholds = [m['val_threshold'] for m in meta['members']]
+    assert meta['val_threshold'] == pytest.approx(sum(thresholds) / 2)
+    test = load_image_set(str(phantom['test']))
+    mean = sum(predict(net, test.images) for net in ensemble.members) / 2
+    assert np.allclose(predict(ensemble, test.images), mean, atol=1e-6)
+    _run(classify.main, ['eval', '--classifier', out / 'classifier.pkl', '--data', phantom['test'], '--outdir', out])
+    auc = json.loads((out / 'eval.json').read_text())['auc']
+    assert auc == pytest.approx(sklearn.metrics.roc_auc_score(test.labels[:, 1], mean), abs=1e-6)
+
+
+def test_a_dp_ensemble_is_refused(phantom, tmp_path):
+    result = CliRunner().invoke(classify.main, ['train', '--data', phantom['train'], '--outdir', tmp_path, '--dp',
+                                                '--dp-epsilon', 4, '--ensemble', 2])  # fmt: skip
+    assert result.exit_code == 2 and 'would spend the budget again' in result.output
+    assert not (tmp_path / 'classifier.pkl').exists()
 
 
 # ----------------------------------------------------------------------------

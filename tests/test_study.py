@@ -103,6 +103,19 @@ def test_a_rerun_runs_no_stage_and_changed_inputs_redo_their_dependants(toy_stud
     assert 0 < json.loads((outdir / 'report.json').read_text())['arms']['dp']['gan']['epsilon'] <= 5
 
 
+def test_classifier_ensembles_redo_only_the_classifiers(toy_study):
+    outdir, _output = toy_study  # Runs after the tests above: it leaves a one-arm report behind.
+    rerun = _stages_run(_run(outdir, '--arms', 'conditional', '--clf-ensemble', '2'))
+    assert rerun == ['baseline', 'clf-conditional-synthetic-all', 'clf-conditional-mix-500']
+    report = json.loads((outdir / 'report.json').read_text())
+    for row in (report['baseline'], report['arms']['conditional']['classifiers']['mix-500']):
+        net, meta = load_classifier(row['classifier'])
+        assert len(net.members) == 2 and [m['seed'] for m in meta['members']] == [0, 1]
+        assert len(row['member_aucs']) == 2 and all(0 <= auc <= 1 for auc in row['member_aucs'])
+    markdown = (outdir / 'report.md').read_text()
+    assert 'an ensemble of 2' in markdown and '| test AUC (95% CI) | members | minus real' in markdown
+
+
 def _numbers(tree, path=''):
     """{key path: number} of every number in a report (paths and run-folder names left out)."""
     if isinstance(tree, dict):

@@ -105,6 +105,31 @@ def test_label_kind():
         clf.RadiographClassifier(['a', 'b', 'c'], 'binary')
 
 
+@pytest.mark.parametrize('kind, names', [('binary', ['n', 'a']), ('multiclass', ['a', 'b', 'c']),
+                                         ('multilabel', ['a', 'b', 'c'])])  # fmt: skip
+def test_an_ensemble_is_the_mean_of_its_members_probabilities(kind, names):
+    members = [_tiny(names, kind) for _ in range(3)]
+    for i, net in enumerate(members):  # Members as different as trained ones, with confident (large) logits.
+        torch.manual_seed(i)
+        torch.nn.init.normal_(net.head.weight, std=30.0)
+    ensemble = clf.ClassifierEnsemble(members).eval()
+    images = torch.randint(0, 256, [5, 1, 16, 16], dtype=torch.uint8)
+    mean = torch.stack([net.probabilities(images) for net in members]).mean(0)
+    assert torch.allclose(ensemble.probabilities(images), mean, atol=1e-6)
+    logits = ensemble(images)  # The logits of the mean, as the clinical loss and training losses take them.
+    as_probabilities = torch.softmax(logits, 1) if kind == 'multiclass' else torch.sigmoid(logits)
+    assert torch.allclose(as_probabilities, mean, atol=1e-5) and torch.isfinite(logits).all()
+    assert ensemble.features(images).shape == (5, 3 * members[0].num_features) == (5, ensemble.num_features)
+    x = (torch.rand(2, 1, 16, 16) * 2 - 1).requires_grad_(True)
+    ensemble(x).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_an_ensemble_refuses_members_of_other_tasks():
+    with pytest.raises(ValueError, match='share classes'):
+        clf.ClassifierEnsemble([_tiny(), _tiny(['normal', 'pneumonia'])])
+
+
 # ----------------------------------------------------------------------------
 # The pickle: self-contained (loads where `clinical` cannot be imported), frozen on load, with metadata.
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import dnnlib
 import train
-from clinical.classifier import RadiographClassifier, save_classifier
+from clinical.classifier import ClassifierEnsemble, RadiographClassifier, save_classifier
 from clinical.clinical_loss import ClinicalLoss
 from training.loss import StyleGAN2Loss
 from training.networks import Discriminator, Generator
@@ -133,23 +133,27 @@ def test_clinical_gradient_reaches_G(tmp_path):
 # (multilabel), computed by hand from the same (saved) classifier.
 
 
+@pytest.mark.parametrize('members', [1, 3])  # A ClassifierEnsemble (study.py --clf-ensemble): its mean probability.
 @pytest.mark.parametrize('kind, class_names, is_onehot', [
     ('binary', BINARY, True), ('multiclass', LESIONS, True), ('multilabel', LESIONS, False),
 ])  # fmt: skip
-def test_value_is_weight_times_the_classifier_loss(tmp_path, kind, class_names, is_onehot):
+def test_value_is_weight_times_the_classifier_loss(tmp_path, kind, class_names, is_onehot, members):
     pkl, net = _classifier(tmp_path / 'clf.pkl', class_names, kind)
+    if members > 1:
+        net = ClassifierEnsemble([_classifier(tmp_path / f'{i}.pkl', class_names, kind, seed=i)[1]
+                                  for i in range(members)])  # fmt: skip
+        save_classifier(pkl, net, {})
     term = ClinicalLoss(pkl, weight=0.3, class_names=class_names, is_onehot=is_onehot)
     torch.manual_seed(2)
     images, labels = torch.rand([4, 1, 16, 16]) * 2 - 1, _labels(kind)
     with torch.no_grad():
-        logits = net(images)
+        probabilities = net.eval().probabilities(images)
         value = term(images, labels)
-    if kind == 'binary':
-        expected = F.binary_cross_entropy(torch.sigmoid(logits), labels[:, 1], reduction='none')
-    elif kind == 'multiclass':
-        expected = -torch.log_softmax(logits, dim=1)[torch.arange(4), labels.argmax(1)]
+    if kind == 'multiclass':
+        expected = -torch.log(probabilities[torch.arange(4), labels.argmax(1)])
     else:
-        expected = F.binary_cross_entropy(torch.sigmoid(logits), labels, reduction='none').mean(dim=1)
+        expected = F.binary_cross_entropy(probabilities, labels[:, 1] if kind == 'binary' else labels, reduction='none')
+        expected = expected if kind == 'binary' else expected.mean(dim=1)
     assert value.shape == (4,)
     torch.testing.assert_close(value, 0.3 * expected, rtol=1e-5, atol=1e-6)
     assert term.record['weight'] == 0.3 and term.record['kind'] == kind
