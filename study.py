@@ -375,7 +375,8 @@ def main(preset, outdir, **user):
              each of a small GAN (half cfg=cpu's channels, batch 8, no ADA): about 12 minutes on 2 cores
       cpu    the phantom at 64 px, every arm, 20 kimg each of the demo's small GAN (64 channels in every
              block), in bfloat16 where the CPU has it (train.py's default): hours on 2 cores (2 h for the
-             five arms of the Kermany subtype task; the phantom has six arms and more images per classifier)
+             five arms of the Kermany subtype task with single classifiers; ensembles of 3 triple the
+             classifiers' 7-9 min per arm; the phantom has six arms and more images per classifier)
       paper  256 px on every visible GPU with the study's settings: batch 16, gamma 0.8192, ADA target 0.6,
              augpipe bgcfnc, clinical weight 0.1
     Classifiers are ensembles of 3 (cpu) or 5 (paper) seeds; the demo trains single classifiers.
